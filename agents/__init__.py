@@ -1,0 +1,1 @@
+"""SPADE BDI agents whose AgentSpeak plans drive Q-learning."""

@@ -1,0 +1,1 @@
+"""Gymnasium environments for tabular learners: validation, encoders, multi-agent environments."""

@@ -1,0 +1,1 @@
+"""Telemetry: the MOSAIC/1.0 daemon, its store, and the async gRPC proxy agents stream through."""

@@ -1,0 +1,2 @@
+"""Shared pytest set-up. Fixture modules live beside this file and are listed here."""
+pytest_plugins: list[str] = []
