@@ -1,2 +1,4 @@
 """Shared pytest set-up. Fixture modules live beside this file and are listed here."""
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.fixtures_xmpp",
+]

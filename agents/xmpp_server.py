@@ -1,0 +1,202 @@
+"""An XMPP server (pyjabber, the server behind `spade run`) started inside this process.
+
+Why not `spade.run(..., embedded_xmpp_server=True)`: that always binds localhost:5222, exits 1
+with no output when the port is busy, and brings up pyjabber's admin web page on the fixed port
+9090. Tests, the container and several concurrent runs on one machine need their own ports, a
+clear error when a port is taken, a bounded readiness wait and a stop that cannot hang.
+
+What this module does differently from starting pyjabber's `Server` by hand:
+- the admin page / HTTP upload service is disabled: it is only started when the
+  "urn:xmpp:http:upload:0" plugin and the "upload.$" item are configured, and its port (9090)
+  cannot be moved, so two servers on one machine would fight over it;
+- it listens on the loopback host only (pyjabber also listens on the machine's LAN address);
+- ports are checked before pyjabber binds them, because pyjabber answers a busy port with
+  `SystemExit` raised inside an asyncio task, which would tear down the whole event loop;
+- pyjabber's SIGINT/SIGTERM handlers (which raise `SystemExit`) are removed again once it runs,
+  so the embedding program keeps control of its signals;
+- stop() shuts down the process pool pyjabber uses for password hashing, so no worker
+  processes outlive it.
+
+pyjabber keeps its configuration and database in module globals: run at most one embedded
+server per process at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "localhost"
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
+# pyjabber's default feature set minus HTTP file upload, whose presence is what starts the admin page.
+_UPLOAD_PLUGIN = "urn:xmpp:http:upload:0"
+_UPLOAD_ITEM = "upload.$"
+
+
+class XmppServerError(RuntimeError):
+    """The embedded XMPP server could not be started (busy port, not ready in time...)."""
+
+
+def xmpp_reachable(host: str = DEFAULT_HOST, port: int = 5222, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections at host:port within `timeout` seconds.
+
+    A cheap probe used before starting agents: an XMPP client connecting to nothing waits forever.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def xmpp_reachable_async(host: str = DEFAULT_HOST, port: int = 5222, timeout: float = 1.0) -> bool:
+    """`xmpp_reachable` without blocking the event loop."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _check_port_free(host: str, port: int, role: str) -> None:
+    """Raise XmppServerError naming the port if it cannot be bound on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option asyncio's create_server uses, so TIME_WAIT leftovers do not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise XmppServerError(
+                f"cannot start the embedded XMPP server: {role} port {port} on {host} is busy ({err.strerror}). "
+                f"Another XMPP server (e.g. `spade run`) may already be running there: connect to it instead, "
+                f"or choose other ports."
+            ) from None
+
+
+@dataclass
+class EmbeddedXmppServer:
+    """A running in-process pyjabber server. Create it with `start_xmpp_server`."""
+
+    host: str
+    client_port: int
+    server_port: int
+    _task: asyncio.Task = field(repr=False)
+    _server: object = field(repr=False)
+
+    @property
+    def running(self) -> bool:
+        """True until stop() has run or the server task has ended on its own."""
+        return not self._task.done()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening, close the in-memory database and the hashing process pool.
+
+        Bounded: if pyjabber does not wind down within `timeout` seconds, stop() logs it and
+        returns anyway rather than hanging the caller (seen here: 2 in 36 shutdowns hung).
+        """
+        if not self._task.done():
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                logger.warning("embedded XMPP server on port %d did not stop within %.1fs", self.client_port, timeout)
+        elif not self._task.cancelled() and self._task.exception() is not None:
+            logger.warning("embedded XMPP server on port %d had failed: %r", self.client_port, self._task.exception())
+        _shutdown_process_pool()
+        logger.info("embedded XMPP server on %s:%d stopped", self.host, self.client_port)
+
+    async def __aenter__(self) -> "EmbeddedXmppServer":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def _shutdown_process_pool() -> None:
+    from pyjabber import AppConfig
+
+    config = AppConfig.app_config
+    if config is not None:
+        config.process_pool_exe.shutdown(wait=True, cancel_futures=True)
+
+
+async def start_xmpp_server(
+    client_port: int = 5222,
+    server_port: int = 5269,
+    *,
+    host: str = DEFAULT_HOST,
+    ready_timeout: float = 15.0,
+    quiet: bool = True,
+) -> EmbeddedXmppServer:
+    """Start pyjabber in the running event loop, in-memory database, and wait until it accepts clients.
+
+    Pass `client_port=0` / `server_port=0` to pick free ports. Agents then connect with
+    `port=server.client_port` and JIDs `name@{host}`; accounts are registered in-band on start.
+    Raises XmppServerError when a port is busy or the server is not ready within `ready_timeout`.
+    `quiet` silences pyjabber's own log (it logs every stanza at DEBUG through loguru).
+    """
+    from loguru import logger as loguru_logger
+    from pyjabber.server import Server
+    from pyjabber.server_parameters import Parameters
+
+    if quiet:
+        loguru_logger.disable("pyjabber")
+
+    client_port = client_port or free_port()
+    server_port = server_port or free_port()
+    if client_port == server_port:
+        raise XmppServerError(f"client and server ports must differ, both are {client_port}")
+    bind_host = socket.gethostbyname(host)
+    _check_port_free(bind_host, client_port, "client")
+    _check_port_free(bind_host, server_port, "server-to-server")
+
+    defaults = Parameters()
+    params = Parameters(
+        host=host,
+        client_port=client_port,
+        server_port=server_port,
+        database_in_memory=True,
+        message_persistence=False,
+        plugins=[p for p in defaults.plugins if p != _UPLOAD_PLUGIN],
+        items={k: v for k, v in defaults.items.items() if k != _UPLOAD_ITEM},
+    )
+    previous_handlers = {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS}
+    server = Server(params)
+    server._public_ip = None  # listen on loopback only; see the module docstring
+    task = asyncio.create_task(server.start(), name=f"pyjabber:{client_port}")
+    embedded = EmbeddedXmppServer(host, client_port, server_port, task, server)
+    try:
+        ready = asyncio.create_task(server.ready.wait())
+        done, _ = await asyncio.wait({ready, task}, timeout=ready_timeout, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if not server.ready.is_set():
+            reason = "it stopped while starting" if task.done() else f"not ready within {ready_timeout:.0f}s"
+            raise XmppServerError(f"embedded XMPP server on {host}:{client_port} failed to start: {reason}")
+    except BaseException:
+        await embedded.stop()
+        raise
+    finally:
+        _restore_signal_handlers(previous_handlers)
+    logger.info("embedded XMPP server listening on %s:%d (server-to-server %d)", host, client_port, server_port)
+    return embedded
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        with contextlib.suppress(ValueError, TypeError):  # not the main thread / handler not settable
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
