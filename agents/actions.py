@@ -34,7 +34,7 @@ Beliefs (all tagged [source(percept)]):
   total_steps(N)     training steps so far          episodes_done(N)   episodes closed so far
   epsilon(E)         current exploration rate
   success_rate(X)    fraction of successful episodes among the last `success_window`
-  greedy_success_rate(X) greedy_return(R)           after .rl_evaluate (and .rl_stop)
+  greedy_success_rate(X) greedy_return(R)           after .rl_evaluate
   done               present once the episode has ended (terminated or truncated)
   terminated / truncated                            which of the two
   goal_reached       the episode ended in success (the environment's own rule)
@@ -42,7 +42,11 @@ Beliefs (all tagged [source(percept)]):
   outcome(K)         goal, hole (FrozenLake), failure (other terminal states) or timeout
   policy_saved(P)    path of the last saved Q-table
 
-A plan triggered by one of these beliefs (`+goal_reached <- ...`) fires when the action adds it.
+A plan triggered by one of these beliefs (`+goal_reached <- ...`) fires when the action adds it,
+and runs before the intention that called the action continues. These beliefs are percepts: the
+agent owns them, and a plan's own `+state(...)` or `-done` is overwritten at the next read.
+Numbers written in a plan file reach actions as floats (`.rl_step(2)` gets 2.0); integral values
+are accepted where an integer is needed.
 Every step and every closed episode becomes a record in the agent's RecordBuffer; before each
 environment step the optional gate (`await gate(agent_id)`) is awaited: that is how telemetry
 backpressure pauses an agent without the learning loop ever touching the network.
