@@ -1,0 +1,290 @@
+"""``python -m telemetry``: look at what the daemon holds.
+
+    runs     list runs with their status (through the daemon; --db reads the file
+             directly and adds record counts)
+    tail     follow a run live: its steps and episodes, per agent, replayed from --since
+    export   write a run's steps/episodes/messages to CSV or JSONL (reads the --db file
+             directly; the daemon may be running)
+    control  pause / resume / grant credits / cap the rate of a run's producers
+
+Errors are one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from telemetry.auth import bearer_metadata
+from telemetry.daemon import DEFAULT_DB, DEFAULT_LISTEN, OPERATOR_KIND, PROTO_VERSION
+from telemetry.export import EXPORT_FORMATS, EXPORT_KINDS, ExportError, export_run
+from telemetry.generated import trainer_pb2 as pb
+from telemetry.generated import trainer_pb2_grpc
+from telemetry.runs import RunStatus
+from telemetry.store import StoreError, TelemetryStore
+
+PROG = "python -m telemetry"
+CONTROL_ACK_TIMEOUT_S = 10.0
+
+
+class CliError(Exception):
+    """A failure to report as one line and exit 1."""
+
+
+class _Arguments(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    if args.root_cert:
+        try:
+            with open(args.root_cert, "rb") as handle:
+                roots = handle.read()
+        except OSError as exc:
+            raise CliError(f"cannot read --root-cert {args.root_cert}: {exc.strerror}") from None
+        return grpc.aio.secure_channel(args.target, grpc.ssl_channel_credentials(roots))
+    return grpc.aio.insecure_channel(args.target)
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError, target: str) -> CliError:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"cannot reach the telemetry daemon at {target} "
+                        f"(start it with `python -m telemetry.daemon`, or pass --target)")
+    return CliError(f"{exc.code().name.lower()}: {exc.details()}")
+
+
+def _when(ts: Timestamp) -> str:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts.seconds))
+
+
+def _when_ns(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9)) if ns else "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+# -- runs -------------------------------------------------------------------------------
+
+async def _runs(args: argparse.Namespace) -> int:
+    statuses = [RunStatus[s].value for s in args.status or ()]
+    if args.db:
+        store = _open_store(args.db)
+        try:
+            rows = []
+            for run in store.list_runs():
+                if statuses and run.status not in statuses:
+                    continue
+                counts = store.counts(run.run_id)
+                rows.append([run.run_id, RunStatus(run.status).name, _when_ns(run.created_at_ns),
+                             _when_ns(run.updated_at_ns), str(len(store.agent_ids(run.run_id))), str(counts.steps),
+                             str(counts.episodes), run.failure_reason])
+        finally:
+            store.close()
+        header = ["RUN_ID", "STATUS", "CREATED", "UPDATED", "AGENTS", "STEPS", "EPISODES", "REASON"]
+    else:
+        async with _channel(args) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            try:
+                response = await stub.ListRuns(pb.ListRunsRequest(status_filter=statuses), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                raise _rpc_error(exc, args.target) from None
+        rows = [[r.run_id, RunStatus(r.status).name, _when(r.created_at), _when(r.updated_at),
+                 _when(r.last_heartbeat),
+                 r.failure_reason if r.HasField("failure_reason") else ""] for r in response.runs]
+        header = ["RUN_ID", "STATUS", "CREATED", "UPDATED", "HEARTBEAT", "REASON"]
+    if not rows:
+        print("no runs" + (f" with status {', '.join(args.status)}" if args.status else ""))
+        return 0
+    print(_table(header, rows))
+    return 0
+
+
+# -- tail -------------------------------------------------------------------------------
+
+def _step_line(s: pb.RunStep) -> str:
+    end = " terminated" if s.terminated else " truncated" if s.truncated else ""
+    return (f"step     #{s.seq_id:<8} agent={s.agent_id or '-':<12} ep={s.episode_index:<5} t={s.step_index:<5} "
+            f"action={s.action_json or '-':<6} reward={s.reward:+.3f}{end}")
+
+
+def _episode_line(e: pb.RunEpisode) -> str:
+    end = "terminated" if e.terminated else "truncated" if e.truncated else "ended"
+    return (f"episode  #{e.seq_id:<8} agent={e.agent_id or '-':<12} ep={e.episode_index:<5} "
+            f"return={e.total_reward:+.3f} steps={e.steps} {end}")
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+
+        async def follow(call: grpc.aio.UnaryStreamCall, line) -> None:
+            async for record in call:
+                print(line(record), flush=True)
+
+        calls = []
+        if args.kind in ("steps", "both"):
+            calls.append((stub.StreamRunSteps(pb.StreamStepsRequest(
+                run_id=args.run_id, since_seq=args.since, agent_id=args.agent or "")), _step_line))
+        if args.kind in ("episodes", "both"):
+            calls.append((stub.StreamRunEpisodes(pb.StreamEpisodesRequest(
+                run_id=args.run_id, since_seq=args.episodes_since, agent_id=args.agent or "")), _episode_line))
+        try:
+            await asyncio.gather(*(follow(call, line) for call, line in calls))
+        except grpc.aio.AioRpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+        finally:
+            for call, _ in calls:
+                call.cancel()
+    return 0
+
+
+# -- export -----------------------------------------------------------------------------
+
+def _open_store(path: str) -> TelemetryStore:
+    try:
+        return TelemetryStore(path, create=False)
+    except StoreError as exc:
+        raise CliError(f"{exc} (pass the daemon's --db file with --db)") from None
+
+
+async def _export(args: argparse.Namespace) -> int:
+    store = _open_store(args.db)
+    try:
+        written = export_run(store, args.run_id, args.format, args.out, kind=args.kind, agent_id=args.agent)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
+    finally:
+        store.close()
+    if args.out != "-":
+        print(f"wrote {written} {args.kind} of run {args.run_id} to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -- control ----------------------------------------------------------------------------
+
+def _control_event(args: argparse.Namespace) -> tuple[pb.ControlEvent, str]:
+    event = pb.ControlEvent(run_id=args.run_id, agent_id=args.agent or "")
+    if args.pause:
+        event.pause = True
+        what = "pause"
+    elif args.resume:
+        event.resume = True
+        what = "resume"
+    elif args.grant is not None:
+        event.grant_steps = args.grant
+        what = f"grant of {args.grant} steps"
+    else:
+        event.max_rate_hz = args.rate
+        what = f"rate cap of {args.rate} Hz" if args.rate else "removal of the rate cap"
+    return event, what
+
+
+async def _control(args: argparse.Namespace) -> int:
+    event, what = _control_event(args)
+    async with _channel(args) as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        try:
+            registered = await stub.RegisterWorker(pb.RegisterWorkerRequest(
+                run_id=args.run_id, worker_id="telemetry-cli", worker_kind=OPERATOR_KIND,
+                proto_version=PROTO_VERSION), timeout=10)
+            call = stub.ControlStream(metadata=bearer_metadata(registered.session_token))
+            await call.write(event)
+            await call.done_writing()
+            ack = await asyncio.wait_for(call.read(), CONTROL_ACK_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+        except asyncio.TimeoutError:
+            raise CliError(f"the daemon did not acknowledge the {what} within {CONTROL_ACK_TIMEOUT_S:g} s") from None
+    if ack is grpc.aio.EOF:
+        raise CliError(f"the daemon closed the control stream without applying the {what}")
+    target = f" for agent {args.agent}" if args.agent else ""
+    print(f"run {args.run_id}: {what}{target} applied")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Arguments(prog=PROG, description="Look at what the telemetry daemon holds.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Arguments)
+
+    def daemon_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default=DEFAULT_LISTEN, help=f"daemon address (default {DEFAULT_LISTEN})")
+        p.add_argument("--root-cert", help="PEM root certificate: talk TLS to the daemon")
+
+    runs = commands.add_parser("runs", help="list runs with their status")
+    daemon_options(runs)
+    runs.add_argument("--status", action="append", type=str.upper,
+                      choices=[s.name for s in RunStatus if s is not RunStatus.UNSPECIFIED],
+                      help="only runs in this status (repeatable)")
+    runs.add_argument("--db", help="read this store file directly instead of asking the daemon (adds counts)")
+    runs.set_defaults(handler=_runs)
+
+    tail = commands.add_parser("tail", help="follow a run's steps and episodes live")
+    tail.add_argument("run_id")
+    daemon_options(tail)
+    tail.add_argument("--agent", help="only this agent's records")
+    tail.add_argument("--since", type=_non_negative, default=0, metavar="N",
+                      help="start after step seq N (default 0: the whole run, then live)")
+    tail.add_argument("--episodes-since", type=_non_negative, default=0, metavar="N",
+                      help="start after episode seq N (default 0; episodes have their own seq)")
+    tail.add_argument("--kind", choices=["steps", "episodes", "both"], default="both")
+    tail.set_defaults(handler=_tail)
+
+    export = commands.add_parser("export", help="write a run to CSV or JSONL (reads the store file)")
+    export.add_argument("run_id")
+    export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    export.add_argument("--out", required=True, help="output file ('-' for stdout)")
+    export.add_argument("--kind", choices=EXPORT_KINDS, default="steps", help="default steps")
+    export.add_argument("--agent", help="only this agent's records")
+    export.add_argument("--db", default=DEFAULT_DB, help=f"the daemon's store file (default {DEFAULT_DB})")
+    export.set_defaults(handler=_export)
+
+    control = commands.add_parser("control", help="pause, resume, grant steps or cap the rate of a run")
+    control.add_argument("run_id")
+    daemon_options(control)
+    action = control.add_mutually_exclusive_group(required=True)
+    action.add_argument("--pause", action="store_true")
+    action.add_argument("--resume", action="store_true")
+    action.add_argument("--grant", type=_non_negative, metavar="N", help="allow N more steps")
+    action.add_argument("--rate", type=_non_negative, metavar="HZ", help="cap steps per second (0: no cap)")
+    control.add_argument("--agent", help="only this agent (default: every agent of the run)")
+    control.set_defaults(handler=_control)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one CLI command; return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(args.handler(args))
+    except CliError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return 0

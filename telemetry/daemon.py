@@ -1,0 +1,748 @@
+"""The telemetry daemon: every MOSAIC/1.0 RPC (plus our extensions) over grpc.aio.
+
+``serve()`` starts it in the running event loop and returns a ``Daemon``;
+``python -m telemetry.daemon`` runs it until SIGINT/SIGTERM, then stops accepting, commits
+everything it accepted and exits 0.
+
+Publishing: every publish stream must carry ``authorization: Bearer <token>`` (from
+RegisterWorker) valid for the run its records name. Records go to the store's single
+writer; the response's ``accepted`` counts records newly stored and ``dropped`` counts
+records not stored because their natural key was already there (retries, spool replays,
+repeats within the stream). A stream refused part-way (run_id changed: INVALID_ARGUMENT)
+keeps what it sent before the refusal (committed before the refusal is sent). The response
+is sent only after every record of the stream is committed.
+
+Reading: StreamRunSteps/Episodes/Messages replay a run from ``since_seq`` out of the store,
+then continue live (``telemetry.hub``); ``agent_id`` filters. WatchRuns does the same for
+run changes: every change after ``since_seq`` (a global, increasing seq), then live.
+Readers need no token.
+
+Runs: see ``telemetry.runs`` for the state machine. RegisterWorker creates unknown runs
+(except for worker_kind "operator", which may only join existing runs, e.g. to send control
+events) and returns a new session token for that run (see ``telemetry.auth``).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from telemetry.auth import Session, SessionTokens, bearer_token
+from telemetry.generated import trainer_pb2 as pb
+from telemetry.generated import trainer_pb2_grpc
+from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
+from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, RunConflict, RunRegistry, RunState,
+                            UnknownRun)
+from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
+                             StoreWriter, TelemetryStore)
+
+log = logging.getLogger(__name__)
+
+PROTO_VERSION = "MOSAIC/1.0"
+DEFAULT_LISTEN = "127.0.0.1:50055"
+DEFAULT_DB = "telemetry.db"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+OPERATOR_KIND = "operator"
+REPLAY_PAGE = 2000
+# On SIGINT/SIGTERM, publish streams in flight get this long to finish (their records are
+# committed either way); viewers and control streams end at once.
+SHUTDOWN_GRACE_S = 5.0
+MAX_RUN_ID_LENGTH = 256
+
+
+class DaemonStartError(Exception):
+    """The daemon cannot start (address unusable, database unusable, TLS files unreadable)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Stored rows -> wire messages
+# ---------------------------------------------------------------------------------------
+
+def _timestamp(ns: int) -> Timestamp | None:
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000) if ns else None
+
+
+def step_message(row: StepRow) -> pb.RunStep:
+    """A stored step as the RunStep the producer sent, with its seq_id."""
+    return pb.RunStep(
+        run_id=row.run_id, episode_index=row.episode_index, step_index=row.step_index,
+        action_json=row.action_json, observation_json=row.observation_json, reward=row.reward,
+        terminated=row.terminated, truncated=row.truncated, timestamp=_timestamp(row.timestamp_ns),
+        policy_label=row.policy_label, backend=row.backend, seq_id=row.seq_id, agent_id=row.agent_id,
+        render_hint_json=row.render_hint_json, frame_ref=row.frame_ref, payload_version=row.payload_version,
+        render_payload_json=row.render_payload_json, episode_seed=row.episode_seed, worker_id=row.worker_id)
+
+
+def episode_message(row: EpisodeRow) -> pb.RunEpisode:
+    """A stored episode as a RunEpisode with its seq_id."""
+    return pb.RunEpisode(
+        run_id=row.run_id, episode_index=row.episode_index, total_reward=row.total_reward, steps=row.steps,
+        terminated=row.terminated, truncated=row.truncated, metadata_json=row.metadata_json,
+        timestamp=_timestamp(row.timestamp_ns), seq_id=row.seq_id, agent_id=row.agent_id,
+        worker_id=row.worker_id)
+
+
+def coordination_message(row: MessageRow) -> pb.CoordinationMessage:
+    """A stored coordination message with its seq_id."""
+    return pb.CoordinationMessage(
+        run_id=row.run_id, agent_id=row.agent_id, message_index=row.message_index, direction=row.direction,
+        peer=row.peer, kind=row.kind, bytes=row.bytes, episode_index=row.episode_index,
+        timestamp=_timestamp(row.timestamp_ns), seq_id=row.seq_id, worker_id=row.worker_id)
+
+
+def run_record(run: RunRow | RunState) -> pb.RunRecord:
+    """A run (stored row or live state) as a RunRecord."""
+    record = pb.RunRecord(run_id=run.run_id, status=int(run.status), digest=run.digest, seq_id=run.seq_id,
+                          created_at=_timestamp(run.created_at_ns), updated_at=_timestamp(run.updated_at_ns),
+                          last_heartbeat=_timestamp(run.last_heartbeat_ns))
+    if run.failure_reason:
+        record.failure_reason = run.failure_reason
+    return record
+
+
+# ---------------------------------------------------------------------------------------
+# One publish stream
+# ---------------------------------------------------------------------------------------
+
+class _PublishStream:
+    """Checks, buffers and counts the records of one publish stream.
+
+    The per-record RPCs (one RunStep per message) are gathered into chunks of up to
+    ``FLUSH_RECORDS`` records, flushed at the latest ``FLUSH_DELAY_S`` after the first
+    record of the chunk so that live viewers see them promptly even on a stream that stays
+    open. Batches from PublishTelemetryBatch go to the writer as they are. Several chunks
+    may be in flight at once; the writer's bound is the backpressure.
+    """
+    FLUSH_RECORDS = 512
+    FLUSH_DELAY_S = 0.005
+
+    def __init__(self, daemon: "Daemon", session: Session, context: grpc.aio.ServicerContext) -> None:
+        self._daemon = daemon
+        self._session = session
+        self._context = context
+        self.run: RunState | None = None
+        self._pending: dict[str, list] = {"steps": [], "episodes": [], "messages": []}
+        self._pending_count = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._inflight: deque[asyncio.Future] = deque()
+        self.accepted = 0
+        self.dropped = 0
+        self._closed = False
+
+    async def check_run(self, run_id: str) -> None:
+        """The records of a stream must all name the run the session token is for."""
+        run = self.run
+        if run is not None and run_id == run.run_id:
+            self._daemon.registry.publish_seen(run)
+            return
+        if not run_id:
+            await self._settle()
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required on every message")
+        if run is None:
+            if run_id != self._session.run_id:
+                log.warning("run %s: refused a publish stream holding a token of run %s",
+                            run_id, self._session.run_id)
+                await self._context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the session token is not valid for run '{run_id}': register a worker for that run")
+            self.run = self._daemon.registry.require(run_id)
+            self._daemon.registry.producer_stream_opened(self.run)
+            self._daemon.open_publish_streams.add(self)
+            self._daemon.registry.publish_seen(self.run)
+            return
+        await self._settle()
+        await self._context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"run_id changed mid-stream from '{run.run_id}' to '{run_id}': open one stream per run")
+
+    async def add_record(self, kind: str, record: Any) -> None:
+        """Buffer one record of the per-record RPCs."""
+        await self._daemon.writer.wait_for_room()
+        self._pending[kind].append(record)
+        self._pending_count += 1
+        if self._pending_count >= self.FLUSH_RECORDS:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.FLUSH_DELAY_S, self._flush)
+        await self._fold_done()
+
+    async def add_batch(self, batch: pb.TelemetryBatch) -> None:
+        """Hand one TelemetryBatch to the writer."""
+        await self._daemon.writer.wait_for_room()
+        self._submit(batch.steps, batch.episodes, batch.messages)
+        await self._fold_done()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending_count:
+            pending = self._pending
+            self._pending = {"steps": [], "episodes": [], "messages": []}
+            self._pending_count = 0
+            self._submit(pending["steps"], pending["episodes"], pending["messages"])
+
+    def _submit(self, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any]) -> None:
+        future = self._daemon.writer.submit_ingest(self.run.run_id, steps, episodes, messages,
+                                                   on_commit=self._daemon.publish_live)
+        self._inflight.append(future)
+
+    async def _settle(self) -> None:
+        """Before refusing the stream: commit what it sent so far, so the refusal means
+        "everything before this message is stored"."""
+        self._flush()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+
+    async def _fold_done(self) -> None:
+        while self._inflight and self._inflight[0].done():
+            await self._fold(self._inflight.popleft())
+
+    async def _fold(self, future: asyncio.Future) -> None:
+        try:
+            result: IngestResult = future.result()
+        except InvalidRecords as exc:
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StoreError as exc:
+            log.error("run %s: %s", self.run.run_id, exc)
+            await self._context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        self.accepted += result.accepted
+        self.dropped += result.dropped
+
+    async def finish(self) -> pb.PublishTelemetryResponse:
+        """Commit everything still buffered, wait for all of it, and answer with the counts."""
+        if self.run is not None:
+            self._flush()
+            while self._inflight:
+                await asyncio.wait([self._inflight[0]])
+                await self._fold(self._inflight.popleft())
+            log.debug("run %s: publish stream of %s done, accepted %d dropped %d",
+                      self.run.run_id, self._session.worker_id, self.accepted, self.dropped)
+        return pb.PublishTelemetryResponse(accepted=self.accepted, dropped=self.dropped)
+
+    def close(self) -> None:
+        """The stream is over, however it ended: what was received still gets committed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.run is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the writer is already closed: nothing pending
+            self._flush()
+        for future in self._inflight:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._daemon.registry.producer_stream_closed(self.run)
+        self._daemon.open_publish_streams.discard(self)
+
+
+# ---------------------------------------------------------------------------------------
+# The service
+# ---------------------------------------------------------------------------------------
+
+class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
+    """The RPC handlers; state lives in the ``Daemon``'s components."""
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self._d = daemon
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _session(self, context: grpc.aio.ServicerContext) -> Session:
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing session token: send metadata 'authorization: Bearer <token>' "
+                                "with the token RegisterWorker returned")
+        session = self._d.tokens.verify(token)
+        if session is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "session token not recognised by this daemon: call RegisterWorker again")
+        return session
+
+    async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> RunState:
+        run = self._d.registry.get(run_id)
+        if run is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run '{run_id}' in this daemon")
+        return run
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def SubmitRun(self, request: pb.SubmitRunRequest, context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
+        run_id = request.run_id or f"run-{uuid.uuid4().hex[:12]}"
+        await _check_run_id(run_id, context)
+        try:
+            json.loads(request.config_json)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config_json is not valid JSON: {exc}")
+        try:
+            run = await self._d.registry.submit(run_id, request.config_json)
+        except RunConflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        return pb.SubmitRunResponse(run_id=run.run_id, digest=run.digest)
+
+    async def CancelRun(self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext) -> pb.CancelRunResponse:
+        try:
+            await self._d.registry.cancel(request.run_id)
+        except UnknownRun as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.CancelRunResponse()
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
+        runs = self._d.registry.list(set(request.status_filter))
+        return pb.ListRunsResponse(runs=[run_record(r) for r in runs])
+
+    async def WatchRuns(self, request: pb.WatchRunsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunRecord]:
+        statuses = set(request.status_filter)
+        store = self._d.store
+
+        def wanted(row: RunRow) -> bool:
+            return not statuses or row.status in statuses
+
+        async def read_page(after: int) -> list[RunRow]:
+            # Filtering happens after paging: a page of unwanted runs must not end the replay.
+            while True:
+                rows = await asyncio.to_thread(store.read_runs_since, after, REPLAY_PAGE)
+                if not rows:
+                    return []
+                kept = [r for r in rows if wanted(r)]
+                if kept:
+                    return kept
+                after = rows[-1].seq_id
+
+        async with contextlib.aclosing(
+                self._d.hub.replay_then_live(RUNS_TOPIC, read_page, request.since_seq, wanted)) as rows:
+            async for row in rows:
+                yield run_record(row)
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        try:
+            self._d.registry.heartbeat(request.run_id)
+        except UnknownRun as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.HeartbeatResponse()
+
+    async def RegisterWorker(self, request: pb.RegisterWorkerRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RegisterWorkerResponse:
+        if request.proto_version != PROTO_VERSION:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"this daemon speaks {PROTO_VERSION}; the worker asked for "
+                                f"'{request.proto_version}'. Use a client built for {PROTO_VERSION}")
+        await _check_run_id(request.run_id, context)
+        producer = request.worker_kind != OPERATOR_KIND
+        try:
+            await self._d.registry.register_worker(request.run_id, producer=producer)
+        except UnknownRun as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{exc}: operators can only join existing runs")
+        token, row = self._d.tokens.issue(request.run_id, request.worker_id, request.worker_kind)
+        await self._d.writer.submit_session(row)
+        log.info("run %s: registered %s worker '%s'", request.run_id, request.worker_kind or "unnamed-kind",
+                 request.worker_id)
+        return pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
+                                         max_message_bytes=self._d.max_message_bytes)
+
+    async def GetHealth(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
+        return pb.HealthCheckResponse(pid=os.getpid(), started_at=_timestamp(self._d.started_at_ns),
+                                      listen_address=self._d.address, healthy=not self._d.stopping)
+
+    # -- control ---------------------------------------------------------------------------
+
+    async def ControlStream(self, request_iterator: AsyncIterator[pb.ControlEvent],
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ControlEvent]:
+        """Needs a token for the run. A producer first sends ``subscribe`` (optionally with its
+        agent_id) and from then on receives the run's standing control state followed by every
+        control event for it; it may half-close and keep listening. Any other stream sends
+        commands (grant_steps, pause, resume, max_rate_hz), each applied to the run, fanned
+        out to its subscribed producers and echoed back as acknowledgement; the stream ends
+        when the sender half-closes. A refused command ends the stream with its status."""
+        session = await self._session(context)
+        outbox = ControlOutbox(session.run_id)
+        if self._d.stopping:
+            return
+        self._d.control_outboxes.add(outbox)
+        subscribed_run: list[RunState] = []
+        reader = asyncio.get_running_loop().create_task(
+            self._read_control(request_iterator, session, outbox, subscribed_run))
+        try:
+            while True:
+                event = await outbox.next()
+                if event is None:
+                    break
+                yield event
+            if outbox.refusal is not None:
+                code, message = outbox.refusal
+                await context.abort(grpc.StatusCode[code], message)
+        finally:
+            reader.cancel()
+            self._d.control_outboxes.discard(outbox)
+            self._d.relay.remove(outbox)
+            if subscribed_run:
+                self._d.registry.producer_stream_closed(subscribed_run[0])
+
+    async def _read_control(self, requests: AsyncIterator[pb.ControlEvent], session: Session,
+                            outbox: ControlOutbox, subscribed_run: list[RunState]) -> None:
+        """Apply the commands a ControlStream sends; a ``subscribe`` event makes the stream a
+        producer subscription (it then receives the run's standing state and every event)."""
+        registry = self._d.registry
+        run: RunState | None = None
+        try:
+            async for event in requests:
+                if run is None:
+                    if event.run_id != session.run_id:
+                        outbox.refuse("UNAUTHENTICATED",
+                                      f"the session token is not valid for run '{event.run_id}'")
+                        return
+                    run = registry.get(event.run_id)
+                    if run is None:
+                        outbox.refuse("NOT_FOUND", f"no run '{event.run_id}'")
+                        return
+                elif event.run_id != run.run_id:
+                    outbox.refuse("INVALID_ARGUMENT",
+                                  f"run_id changed mid-stream from '{run.run_id}' to '{event.run_id}'")
+                    return
+                if event.WhichOneof("event") == "subscribe":
+                    if not outbox.subscribed:
+                        self._d.relay.add(outbox, event.agent_id)
+                        registry.producer_stream_opened(run)
+                        subscribed_run.append(run)
+                        for standing in registry.control_snapshot(run, event.agent_id):
+                            outbox.put(standing)
+                    continue
+                try:
+                    await registry.apply_control(run, event)
+                except ValueError as exc:
+                    outbox.refuse("INVALID_ARGUMENT", str(exc))
+                    return
+                except ControlRefused as exc:
+                    outbox.refuse("FAILED_PRECONDITION", str(exc))
+                    return
+                reached = self._d.relay.broadcast(event)
+                log.info("run %s: control %s%s from %s reached %d producer stream(s)", run.run_id,
+                         event.WhichOneof("event"), f" for agent {event.agent_id}" if event.agent_id else "",
+                         session.worker_id or session.worker_kind, reached)
+                if not outbox.subscribed:
+                    outbox.put(event)
+            # A subscriber may half-close (it has nothing to send) and keep listening; an
+            # operator's stream ends once its commands are acknowledged.
+            if not outbox.subscribed:
+                outbox.end()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client went away mid-read; nothing to answer
+            log.debug("control stream of run %s ended: %s", session.run_id, exc)
+            outbox.end()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def _publish(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                       add: Callable[[_PublishStream, Any], Any]) -> pb.PublishTelemetryResponse:
+        session = await self._session(context)
+        stream = _PublishStream(self._d, session, context)
+        try:
+            async for message in requests:
+                await stream.check_run(message.run_id)
+                await add(stream, message)
+            return await stream.finish()
+        finally:
+            stream.close()
+
+    async def PublishRunSteps(self, request_iterator: AsyncIterator[pb.RunStep],
+                              context: grpc.aio.ServicerContext) -> pb.PublishTelemetryResponse:
+        return await self._publish(request_iterator, context, lambda s, m: s.add_record("steps", m))
+
+    async def PublishRunEpisodes(self, request_iterator: AsyncIterator[pb.RunEpisode],
+                                 context: grpc.aio.ServicerContext) -> pb.PublishTelemetryResponse:
+        return await self._publish(request_iterator, context, lambda s, m: s.add_record("episodes", m))
+
+    async def PublishTelemetryBatch(self, request_iterator: AsyncIterator[pb.TelemetryBatch],
+                                    context: grpc.aio.ServicerContext) -> pb.PublishTelemetryResponse:
+        return await self._publish(request_iterator, context, _PublishStream.add_batch)
+
+    # -- streaming out ---------------------------------------------------------------------
+
+    async def _source(self, topic_of: Callable[[str], Any], request: Any, context: grpc.aio.ServicerContext,
+                      read: Callable[..., list], convert: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        """Replay-then-live records of one kind of a run, as wire messages."""
+        run = await self._run(request.run_id, context)
+        agent = request.agent_id or None
+        run_id = run.run_id
+
+        def read_messages(after: int) -> list:
+            return [convert(row) for row in read(run_id, after, agent, REPLAY_PAGE)]
+
+        async def read_page(after: int) -> list:
+            return await asyncio.to_thread(read_messages, after)
+
+        keep = (lambda record: record.agent_id == agent) if agent else None
+        return self._d.hub.replay_then_live(topic_of(run_id), read_page, request.since_seq, keep)
+
+    async def StreamRunSteps(self, request: pb.StreamStepsRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunStep]:
+        source = await self._source(steps_topic, request, context, self._d.store.read_steps, step_message)
+        async with contextlib.aclosing(source) as records:
+            async for record in records:
+                yield record
+
+    async def StreamRunEpisodes(self, request: pb.StreamEpisodesRequest,
+                                context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunEpisode]:
+        source = await self._source(episodes_topic, request, context, self._d.store.read_episodes, episode_message)
+        async with contextlib.aclosing(source) as records:
+            async for record in records:
+                yield record
+
+    async def StreamRunMessages(self, request: pb.StreamMessagesRequest,
+                                context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CoordinationMessage]:
+        source = await self._source(messages_topic, request, context, self._d.store.read_messages,
+                                    coordination_message)
+        async with contextlib.aclosing(source) as records:
+            async for record in records:
+                yield record
+
+
+async def _check_run_id(run_id: str, context: grpc.aio.ServicerContext) -> None:
+    if not run_id:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required")
+    if len(run_id) > MAX_RUN_ID_LENGTH or not run_id.isprintable():
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"run_id must be printable and at most {MAX_RUN_ID_LENGTH} characters")
+
+
+# ---------------------------------------------------------------------------------------
+# The daemon
+# ---------------------------------------------------------------------------------------
+
+class Daemon:
+    """A running daemon: the gRPC server and the components behind it."""
+
+    def __init__(self, *, store: TelemetryStore, writer: StoreWriter, hub: LiveHub, registry: RunRegistry,
+                 tokens: SessionTokens, max_message_bytes: int) -> None:
+        self.store = store
+        self.writer = writer
+        self.hub = hub
+        self.registry = registry
+        self.tokens = tokens
+        self.relay = ControlRelay()
+        self.max_message_bytes = max_message_bytes
+        self.started_at_ns = time.time_ns()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.address = ""
+        self.stopping = False
+        self.open_publish_streams: set[_PublishStream] = set()
+        self.control_outboxes: set[ControlOutbox] = set()
+        self._stopped = asyncio.Event()
+
+    def publish_live(self, result: IngestResult) -> None:
+        """After COMMIT: hand newly stored records to live viewers, completed with their seq_id
+        and run_id (only when someone is watching; nobody else sees these objects)."""
+        hub = self.hub
+        for topic, records, first_seq in (
+                (steps_topic(result.run_id), result.new_steps, result.first_step_seq),
+                (episodes_topic(result.run_id), result.new_episodes, result.first_episode_seq),
+                (messages_topic(result.run_id), result.new_messages, result.first_message_seq)):
+            if records and hub.has_subscribers(topic):
+                run_id = result.run_id
+                for offset, record in enumerate(records):
+                    record.seq_id = first_seq + offset
+                    if not record.run_id:
+                        record.run_id = run_id
+                hub.publish(topic, records)
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting RPCs, end live streams, let publish streams finish for up to
+        ``grace`` seconds, commit everything received, close the store."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        log.info("stopping: no new RPCs; committing everything received")
+        stopping = asyncio.get_running_loop().create_task(self.server.stop(grace))
+        self.hub.close()
+        self.relay.close()
+        for outbox in list(self.control_outboxes):
+            outbox.end()
+        await stopping
+        for stream in list(self.open_publish_streams):
+            stream.close()
+        await self.registry.stop_fault_watch()
+        await self.writer.close()
+        self.store.close()
+        log.info("stopped after %d transactions", self.writer.transactions)
+        self._stopped.set()
+
+    async def wait_for_termination(self) -> None:
+        """Return once ``stop`` has finished."""
+        await self._stopped.wait()
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise DaemonStartError(f"--listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), got '{listen}'")
+    return host, int(port)
+
+
+def _probe_listen(host: str, port: int) -> None:
+    """Fail early and readably when the address cannot be bound (gRPC's own error is a log
+    line in C plus a generic RuntimeError). gRPC's SO_REUSEPORT is disabled in ``serve``,
+    so a port held by another daemon is refused there too."""
+    bare = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise DaemonStartError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            hint = " (is another daemon running? use --listen with another port)" if exc.errno == errno.EADDRINUSE else ""
+            raise DaemonStartError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+
+
+def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.ServerCredentials | None:
+    if not tls_cert and not tls_key:
+        return None
+    if not (tls_cert and tls_key):
+        raise DaemonStartError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+    try:
+        return grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+    except OSError as exc:
+        raise DaemonStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+
+
+async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
+                tls_key: str | None = None, fault_after_s: float = 30.0,
+                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, live_queue_records: int = 10_000) -> Daemon:
+    """Start the daemon in the running event loop on ``listen`` ("HOST:PORT"; port 0 picks a
+    free one) with its store in ``db_path``. Raises ``DaemonStartError`` with a readable
+    message when the address, database or TLS files cannot be used.
+
+    ``max_message_bytes`` is the largest inbound message (larger ones get
+    RESOURCE_EXHAUSTED from gRPC), advertised in RegisterWorkerResponse.
+    ``live_queue_records`` bounds each live viewer's queue before it catches up from the store.
+    """
+    host, port = _split_listen(listen)
+    if port:
+        _probe_listen(host, port)
+    credentials = _server_credentials(tls_cert, tls_key)
+    try:
+        store = TelemetryStore(db_path)
+    except StoreError as exc:
+        raise DaemonStartError(str(exc)) from None
+    writer = StoreWriter(db_path)
+    writer.start()
+    hub = LiveHub(live_queue_records)
+    registry = RunRegistry(writer, hub, store.list_runs(), fault_after_s=fault_after_s)
+    daemon = Daemon(store=store, writer=writer, hub=hub, registry=registry,
+                    tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes)
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024)),
+        ("grpc.so_reuseport", 0),
+    ])
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerService(daemon), server)
+    try:
+        bound = (server.add_secure_port(listen, credentials) if credentials
+                 else server.add_insecure_port(listen))
+    except RuntimeError:
+        await writer.close()
+        store.close()
+        raise DaemonStartError(f"cannot listen on {listen}: the address is in use or not available") from None
+    await server.start()
+    daemon.server = server
+    daemon.port = bound
+    daemon.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '::') else host}:{bound}"
+    registry.start_fault_watch()
+    log.info("listening on %s (store %s, %d runs, fault after %g s, max message %d bytes%s)", daemon.address,
+             db_path, len(registry.list()), fault_after_s, max_message_bytes, ", TLS" if credentials else "")
+    return daemon
+
+
+# ---------------------------------------------------------------------------------------
+# python -m telemetry.daemon
+# ---------------------------------------------------------------------------------------
+
+class _Arguments(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Arguments(prog="python -m telemetry.daemon",
+                        description="MOSAIC/1.0 telemetry daemon: stores agents' steps and episodes in SQLite "
+                                    "and streams them back out, replayed or live.")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file of the store (default {DEFAULT_DB})")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    parser.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--fault-after", type=_positive_float, default=30.0, metavar="S",
+                        help="seconds without heartbeat or stream before a run is FAULT (default 30)")
+    parser.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
+                        help=f"largest inbound message (default {DEFAULT_MAX_MESSAGE_BYTES})")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> int:
+    daemon = await serve(args.listen, args.db, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                         fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes)
+    print(f"listening on {daemon.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await daemon.stop(grace=SHUTDOWN_GRACE_S)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon until SIGINT/SIGTERM; return the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_run(args))
+    except DaemonStartError as exc:
+        print(f"telemetry daemon: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

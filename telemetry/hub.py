@@ -1,0 +1,188 @@
+"""Live fan-out of committed records to the daemon's streaming clients.
+
+The store writer publishes every committed batch here (after COMMIT, in commit order); each
+subscriber has its own bounded queue. ``publish`` never waits: a subscriber whose queue
+would exceed its bound is marked *overflowed* and its queue dropped, so one slow viewer
+never slows ingest or other viewers. An overflowed subscriber goes back to the store and
+reads what it missed from there (``replay_then_live`` does this), so it loses nothing.
+
+Topics are ``(kind, run_id)`` tuples: ``("steps", run)``, ``("episodes", run)``,
+``("messages", run)`` carry the protobuf records with ``seq_id`` set, and ``RUNS_TOPIC``
+carries ``telemetry.store.RunRow`` snapshots (seq_id: the global run-change order).
+Everything here runs on the daemon's event loop thread.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Hashable
+
+Topic = Hashable
+RUNS_TOPIC: Topic = ("runs", "")
+
+
+def steps_topic(run_id: str) -> Topic:
+    """The topic of a run's committed steps."""
+    return ("steps", run_id)
+
+
+def episodes_topic(run_id: str) -> Topic:
+    """The topic of a run's committed episodes."""
+    return ("episodes", run_id)
+
+
+def messages_topic(run_id: str) -> Topic:
+    """The topic of a run's committed coordination messages."""
+    return ("messages", run_id)
+
+
+class _Overflowed:
+    """Returned by ``Subscription.next`` when the subscriber fell behind and must catch up."""
+
+    def __repr__(self) -> str:
+        return "OVERFLOWED"
+
+
+OVERFLOWED = _Overflowed()
+
+
+class Subscription:
+    """One subscriber's bounded queue of committed chunks (lists of records)."""
+
+    def __init__(self, hub: "LiveHub", topic: Topic, capacity: int) -> None:
+        self.topic = topic
+        self.capacity = capacity
+        self._hub = hub
+        self._chunks: deque[Sequence[Any]] = deque()
+        self._queued = 0
+        self._overflowed = False
+        self._closed = False
+        self._wakeup = asyncio.Event()
+
+    def _offer(self, records: Sequence[Any]) -> None:
+        if self._overflowed or self._closed:
+            return
+        if self._queued + len(records) > self.capacity:
+            self._overflowed = True
+            self._chunks.clear()
+            self._queued = 0
+            self._hub.overflows += 1
+        else:
+            self._chunks.append(records)
+            self._queued += len(records)
+        self._wakeup.set()
+
+    def reset(self) -> None:
+        """Drop what is queued and clear the overflow mark: the caller is about to read the
+        store, which holds everything published before this point."""
+        self._chunks.clear()
+        self._queued = 0
+        self._overflowed = False
+
+    async def next(self) -> Sequence[Any] | _Overflowed | None:
+        """The next chunk; ``OVERFLOWED`` when records were dropped for this subscriber since
+        the last ``reset``; None once the hub is closed."""
+        while not self._chunks and not self._overflowed and not self._closed:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self._closed:
+            return None
+        if self._overflowed:
+            return OVERFLOWED
+        chunk = self._chunks.popleft()
+        self._queued -= len(chunk)
+        return chunk
+
+    def _end(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        self._end()
+        self._hub._remove(self)
+
+
+class LiveHub:
+    """Topic-based fan-out with bounded per-subscriber queues (``queue_records`` records)."""
+
+    def __init__(self, queue_records: int = 10_000) -> None:
+        self.queue_records = queue_records
+        self.overflows = 0
+        self._subscribers: dict[Topic, set[Subscription]] = {}
+        self._closed = False
+
+    def subscribe(self, topic: Topic) -> Subscription:
+        """Start receiving what is published on ``topic`` from now on."""
+        sub = Subscription(self, topic, self.queue_records)
+        if self._closed:
+            sub._end()
+        else:
+            self._subscribers.setdefault(topic, set()).add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subscribers.get(sub.topic)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscribers[sub.topic]
+
+    def has_subscribers(self, topic: Topic) -> bool:
+        """Whether anyone listens on ``topic`` (publishers skip work otherwise)."""
+        return topic in self._subscribers
+
+    def publish(self, topic: Topic, records: Sequence[Any]) -> None:
+        """Hand committed ``records`` (in seq order) to every subscriber of ``topic``."""
+        if not records:
+            return
+        for sub in tuple(self._subscribers.get(topic, ())):
+            sub._offer(records)
+
+    def close(self) -> None:
+        """End every subscription (daemon shutdown): their streams finish."""
+        self._closed = True
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
+                sub._end()
+        self._subscribers.clear()
+
+    async def replay_then_live(self, topic: Topic, read_page: Callable[[int], Awaitable[Sequence[Any]]],
+                               since_seq: int = 0,
+                               keep: Callable[[Any], bool] | None = None) -> AsyncIterator[Any]:
+        """Every record of ``topic`` with seq_id > ``since_seq``: first from the store, then
+        live, with no gap and no duplicate, until the hub closes.
+
+        ``read_page(after)`` returns stored records with seq_id > ``after`` in seq order (a
+        non-empty page unless there are none), already filtered like ``keep``. ``keep``
+        filters live records (e.g. one agent's). Race-free handoff: we subscribe *before*
+        reading the store, and skip live records at or below the last seq sent; anything
+        committed after a store read began is therefore in the queue. On overflow we read
+        the store again from the last seq sent.
+        Use with ``contextlib.aclosing`` so the subscription ends with the consumer.
+        """
+        sub = self.subscribe(topic)
+        last = since_seq
+        try:
+            while True:
+                sub.reset()
+                while True:
+                    page = await read_page(last)
+                    if not page:
+                        break
+                    for record in page:
+                        yield record
+                        last = record.seq_id
+                while True:
+                    chunk = await sub.next()
+                    if chunk is None:
+                        return
+                    if chunk is OVERFLOWED:
+                        break
+                    for record in chunk:
+                        if record.seq_id > last and (keep is None or keep(record)):
+                            yield record
+                            last = record.seq_id
+        finally:
+            sub.close()
