@@ -8,6 +8,7 @@ no authentication; binding elsewhere is an explicit choice of whoever starts the
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
 
@@ -69,8 +70,9 @@ async def start_dashboard(
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise DashboardStartError(
-            f"the dashboard cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"the dashboard cannot listen on {host}:{port} ({reason}); "
             "choose another --dashboard-port, or pass --no-dashboard"
         ) from None
     server = DashboardServer(runner, site, host)
