@@ -44,6 +44,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.auth import Session, SessionTokens, bearer_token
+from telemetry.dashboard import DEFAULT_HOST as DASHBOARD_HOST
+from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
+from telemetry.dashboard import DashboardServer, DashboardStartError, start_dashboard
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
@@ -545,6 +548,7 @@ class Daemon:
         self.stopping = False
         self.open_publish_streams: set[_PublishStream] = set()
         self.control_outboxes: set[ControlOutbox] = set()
+        self.dashboard: DashboardServer | None = None
         self._stopped = asyncio.Event()
 
     def publish_live(self, result: IngestResult) -> None:
@@ -571,6 +575,8 @@ class Daemon:
             return
         self.stopping = True
         log.info("stopping: no new RPCs; committing everything received")
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         stopping = asyncio.get_running_loop().create_task(self.server.stop(grace))
         self.hub.close()
         self.relay.close()
@@ -629,7 +635,8 @@ def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.Serve
 
 async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
                 tls_key: str | None = None, fault_after_s: float = 30.0,
-                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, live_queue_records: int = 10_000) -> Daemon:
+                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, live_queue_records: int = 10_000,
+                dashboard_port: int | None = None, dashboard_host: str = DASHBOARD_HOST) -> Daemon:
     """Start the daemon in the running event loop on ``listen`` ("HOST:PORT"; port 0 picks a
     free one) with its store in ``db_path``. Raises ``DaemonStartError`` with a readable
     message when the address, database or TLS files cannot be used.
@@ -637,6 +644,9 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     ``max_message_bytes`` is the largest inbound message (larger ones get
     RESOURCE_EXHAUSTED from gRPC), advertised in RegisterWorkerResponse.
     ``live_queue_records`` bounds each live viewer's queue before it catches up from the store.
+    ``dashboard_port`` (0: a free one; None: no dashboard) serves the live web dashboard on
+    ``dashboard_host``, loopback unless told otherwise (it has no login). A dashboard that
+    cannot listen is logged as an error and the daemon serves telemetry without it.
     """
     host, port = _split_listen(listen)
     if port:
@@ -670,6 +680,11 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     daemon.port = bound
     daemon.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '::') else host}:{bound}"
     registry.start_fault_watch()
+    if dashboard_port is not None:
+        try:
+            daemon.dashboard = await start_dashboard(store, hub, host=dashboard_host, port=dashboard_port)
+        except DashboardStartError as exc:
+            log.error("serving telemetry without a dashboard: %s", exc)
     log.info("listening on %s (store %s, %d runs, fault after %g s, max message %d bytes%s)", daemon.address,
              db_path, len(registry.list()), fault_after_s, max_message_bytes, ", TLS" if credentials else "")
     return daemon
@@ -702,6 +717,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got '{text}'")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Arguments(prog="python -m telemetry.daemon",
                         description="MOSAIC/1.0 telemetry daemon: stores agents' steps and episodes in SQLite "
@@ -714,6 +735,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--fault-after", type=_positive_float, default=30.0, metavar="S",
                         help="seconds without heartbeat or stream before a run is FAULT (default 30)")
+    parser.add_argument("--dashboard-port", type=_port, default=DASHBOARD_PORT, metavar="PORT",
+                        help=f"HTTP port of the live web dashboard (default {DASHBOARD_PORT}; 0: a free one)")
+    parser.add_argument("--dashboard-host", default=DASHBOARD_HOST, metavar="HOST",
+                        help=f"address the dashboard binds (default {DASHBOARD_HOST}: this machine only, "
+                             "as the dashboard has no login)")
+    parser.add_argument("--no-dashboard", action="store_true", help="serve no web dashboard")
     parser.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
                         help=f"largest inbound message (default {DEFAULT_MAX_MESSAGE_BYTES})")
     return parser
@@ -721,8 +748,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> int:
     daemon = await serve(args.listen, args.db, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                         fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes)
+                         fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes,
+                         dashboard_port=None if args.no_dashboard else args.dashboard_port,
+                         dashboard_host=args.dashboard_host)
     print(f"listening on {daemon.address}", flush=True)
+    if daemon.dashboard is not None:
+        print(f"dashboard at {daemon.dashboard.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -21,7 +21,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.daemon import Daemon, serve
-from telemetry.dashboard import DashboardServer, start_dashboard
+from telemetry.dashboard import DashboardServer
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.proxy import TelemetrySession
@@ -89,13 +89,11 @@ class DashboardDaemon:
 
 @pytest.fixture
 async def dashboard_daemon(tmp_path: Path) -> AsyncIterator[DashboardDaemon]:
-    """The real daemon on port 0 with a fresh SQLite store and its dashboard on a free port."""
-    daemon = await serve("127.0.0.1:0", tmp_path / "telemetry.db")
-    dashboard = await start_dashboard(daemon.store, daemon.hub, port=0)
+    """The real daemon on port 0 with a fresh SQLite store, serving its dashboard on a free port."""
+    daemon = await serve("127.0.0.1:0", tmp_path / "telemetry.db", dashboard_port=0)
     try:
-        yield DashboardDaemon(daemon, dashboard, dashboard.url.rstrip("/"))
+        yield DashboardDaemon(daemon, daemon.dashboard, daemon.dashboard.url.rstrip("/"))
     finally:
-        await dashboard.stop()
         await daemon.stop(grace=None)
 
 

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from telemetry.dashboard import DEFAULT_HOST, DashboardStartError, live
-from telemetry.dashboard.replay import episode_steps
 from telemetry.daemon import serve
-from telemetry.dashboard import start_dashboard
+from telemetry.dashboard import DEFAULT_HOST, DashboardStartError, live, start_dashboard
+from telemetry.dashboard.replay import episode_steps
 from tests.fixtures_browser import AgentPublisher, DashboardDaemon, TabularTrainer
 from tests.fixtures_daemon import episodes as make_episodes
 from tests.fixtures_daemon import steps as make_steps
@@ -150,8 +149,7 @@ async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
     subscription overflows (hub bound) instead of holding anything up, and once it reads
     again it gets every episode exactly once, in order, and a thinned stream of steps."""
     monkeypatch.setattr(live, "OUTBOX_RECORDS", 50)  # small buffers so the overflow path runs
-    daemon = await serve("127.0.0.1:0", tmp_path / "telemetry.db", live_queue_records=200)
-    dashboard = await start_dashboard(daemon.store, daemon.hub, port=0)
+    daemon = await serve("127.0.0.1:0", tmp_path / "telemetry.db", live_queue_records=200, dashboard_port=0)
     catch_up_reads: list[int] = []  # store reads of episodes after the stream went live
     read_episodes = daemon.store.read_episodes
 
@@ -167,7 +165,7 @@ async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", dashboard.port))
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", daemon.dashboard.port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
     try:
         writer.write(b"GET /api/runs/run-slow/events HTTP/1.0\r\nHost: dashboard\r\n\r\n")
@@ -204,5 +202,4 @@ async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
     finally:
         writer.close()
         await channel.close()
-        await dashboard.stop()
         await daemon.stop(grace=None)
