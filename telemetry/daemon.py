@@ -751,13 +751,14 @@ async def _run(args: argparse.Namespace) -> int:
                          fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes,
                          dashboard_port=None if args.no_dashboard else args.dashboard_port,
                          dashboard_host=args.dashboard_host)
-    print(f"listening on {daemon.address}", flush=True)
-    if daemon.dashboard is not None:
-        print(f"dashboard at {daemon.dashboard.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Announce readiness only once a signal can no longer kill us before the flush.
+    print(f"listening on {daemon.address}", flush=True)
+    if daemon.dashboard is not None:
+        print(f"dashboard at {daemon.dashboard.url}", flush=True)
     await stop.wait()
     await daemon.stop(grace=SHUTDOWN_GRACE_S)
     return 0

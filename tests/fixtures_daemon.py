@@ -56,7 +56,7 @@ class DaemonProcess:
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "telemetry.daemon", "--listen", self.address, "--db", str(self.db_path),
-                 "--log-level", "INFO", *self.extra_args],
+                 "--log-level", "INFO", "--no-dashboard", *self.extra_args],
                 cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
