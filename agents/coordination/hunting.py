@@ -1,0 +1,195 @@
+"""Hunter actions: how a learner's plans act in a shared pursuit world over XMPP.
+
+The world lives in the environment agent (envs.multiagent.world_agent); a hunter's Gymnasium
+environment is a *view* of it (``MosaicPursuit-v0``) attached to this module's `HunterLink`.
+The ordinary learning actions (.rl_choose, .rl_learn, .rl_end_episode) work unchanged on the
+view; these actions replace .rl_reset / .rl_step, because a step now waits for the world's
+answer (and, in the joint condition, for the partner's sensation):
+
+  .world_reset         ask the environment agent to start the next episode; wait for the start
+                         observation                                      (kinds world_reset / world_observation)
+  .world_act(A)        send action A for this step; wait for the world's answer (world_action)
+  .tell_sensation      tell the partner what this hunter sees (the prey's offset)       (sensation)
+  .world_observe       take the answer in: the view's state (with the partner's sensation when the
+                         view includes it: it waits for the partner's message), the reward and the
+                         episode's end, as the beliefs .rl_reset / .rl_step set (state, step, done,
+                         goal_reached, ...)
+
+A plan for a step: ``.rl_choose(epsilon, A); .world_act(A); .tell_sensation; .world_observe; .rl_learn``.
+A hunter that never tells its sensation leaves a partner that needs it waiting: after
+`answer_timeout_s` that partner's .world_observe fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+import agentspeak
+
+from agents.actions import PlanError, _integer
+from agents.coordination import wire
+
+if TYPE_CHECKING:
+    from agents.coordination.agent import CoordinatingAgent
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 30.0
+
+
+class HunterLink:
+    """A hunter's side of the world protocol: what it asked, what came back, the view's answers.
+
+    Implements `envs.multiagent.pursuit.WorldLink` for the hunter's view.
+    """
+
+    def __init__(self, agent: "CoordinatingAgent", world_jid: str, partner_id: str, answer_timeout_s: float = ANSWER_TIMEOUT_S):
+        self.agent = agent
+        self.world_jid = world_jid
+        self.partner_id = partner_id
+        self.answer_timeout_s = answer_timeout_s
+        self.view = agent.learning.env.gym_env.unwrapped
+        self.view.attach(self)
+        self.episode = -1
+        self.step = 0
+        self._answers: dict[tuple[str, int, int], asyncio.Future] = {}
+        self._pending: Optional[dict[str, Any]] = None  # the world's last answer, not yet observed
+        self._pending_action: Optional[tuple[int, str]] = None
+        self._partner_offset: tuple[int, int] = (0, 0)
+
+    # -------------------------------------------------------------- messages in
+
+    def receive(self, peer: str, payload: dict[str, Any]) -> None:
+        """A world_observation (from the world) or a sensation (from the partner)."""
+        self._future(payload["kind"], int(payload["episode"]), int(payload["step"])).set_result(payload)
+
+    def _future(self, kind: str, episode: int, step: int) -> asyncio.Future:
+        key = (kind, episode, step)
+        future = self._answers.get(key)
+        if future is None:
+            future = self._answers[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def _answer(self, kind: str, who: str) -> dict[str, Any]:
+        key = (kind, self.episode, self.step)
+        future = self._future(*key)
+        try:
+            return await asyncio.wait_for(future, self.answer_timeout_s)
+        except asyncio.TimeoutError:
+            hint = " (does its plan call .tell_sensation before .world_observe?)" if kind == wire.SENSATION else ""
+            raise PlanError(f"no {kind} from {who}{hint} for episode {self.episode} step {self.step} within {self.answer_timeout_s:g}s") from None
+        finally:
+            self._answers.pop(key, None)
+
+    # ---------------------------------------------------------- actions' work
+
+    async def request_reset(self) -> None:
+        self.episode += 1
+        self.step = 0
+        await self.agent.send_coordination(self.world_jid, wire.WORLD_RESET, wire.encode(wire.WORLD_RESET, episode=self.episode))
+        self._pending = await self._answer(wire.WORLD_OBSERVATION, "the environment agent")
+        self._pending_action = None
+
+    async def act(self, action: int, label: str) -> None:
+        if self._pending is not None:
+            raise PlanError(".world_act: the world's last answer has not been taken in; call .world_observe first")
+        body = wire.encode(wire.WORLD_ACTION, episode=self.episode, step=self.step, action=action)
+        await self.agent.send_coordination(self.world_jid, wire.WORLD_ACTION, body)
+        self.step += 1
+        self._pending = await self._answer(wire.WORLD_OBSERVATION, "the environment agent")
+        self._pending_action = (action, label)
+
+    def tell_sensation(self) -> None:
+        if self._pending is None:
+            raise PlanError(".tell_sensation: nothing seen yet in this step; call .world_reset or .world_act first")
+        body = wire.encode(wire.SENSATION, episode=self.episode, step=self.step, offset=self._pending["offset"])
+        self.agent.post(self.agent.peers[self.partner_id], wire.SENSATION, body)
+
+    async def observe(self) -> None:
+        if self._pending is None:
+            raise PlanError(".world_observe: no answer to take in; call .world_reset or .world_act first")
+        if self.view.partner_sensation:
+            self._partner_offset = tuple((await self._answer(wire.SENSATION, f"partner {self.partner_id}"))["offset"])
+        learning = self.agent.learning
+        if self._pending_action is None:
+            learning.reset()  # asks the view, which answers take_reset()
+            learning._publish_reset()
+        else:
+            learning.step(*self._pending_action)  # asks the view, which answers take_step()
+            learning._publish_step()
+        learning.beliefs.promote_reactions()
+        await learning.flush_overflow()
+
+    # ------------------------------------------------- the view's questions
+
+    def _state(self) -> int:
+        return self.view.state_of(self._pending["offset"], self._partner_offset)
+
+    def take_reset(self) -> int:
+        state = self._state()
+        self._pending = None
+        return state
+
+    def take_step(self, action: int) -> tuple[int, float, bool, bool]:
+        answer = self._pending
+        state = self._state()
+        self._pending = None
+        return state, float(answer["reward"]), bool(answer["terminated"]), bool(answer["truncated"])
+
+
+class HunterActions:
+    """The .world_* and .tell_sensation plan actions of a hunter (see the module docstring)."""
+
+    def __init__(self, agent: "CoordinatingAgent"):
+        self.agent = agent
+        self.link: Optional[HunterLink] = None
+
+    def register(self, actions: agentspeak.Actions) -> None:
+        add = actions.add
+        add(".world_reset", 0, self._a_world_reset)
+        add(".world_act", 1, self._a_world_act)
+        add(".tell_sensation", 0, self._a_tell_sensation)
+        add(".world_observe", 0, self._a_world_observe)
+
+    def _require_link(self, action: str) -> HunterLink:
+        if self.link is None:
+            raise PlanError(f"{action}: this agent takes part in no shared world (it has no environment agent)")
+        return self.link
+
+    def _a_world_reset(self, agent, term, intention):
+        link = self._require_link(".world_reset")
+        learning = self.agent.learning
+        if learning.in_episode:
+            learning.end_episode(ended_by="reset")
+            learning._publish_end()
+        self.agent.defer_work(".world_reset/0", link.request_reset())
+        yield
+
+    def _a_world_act(self, agent, term, intention):
+        link = self._require_link(".world_act")
+        learning = self.agent.learning
+        learning._require_open_episode(".world_act/1")
+        action = _integer(term.args[0], intention)
+        if type(action) is not int or not 0 <= action < learning.env.n_actions:
+            raise PlanError(f".world_act/1: the action must be an integer in range({learning.env.n_actions}), got {agentspeak.asl_str(action)}")
+        values = learning.learner.q[learning.state]
+        label = "greedy" if values[action] == values.max() else "explore"
+        self.agent.defer_work(".world_act/1", self._gated_act(link, action, label))
+        yield
+
+    async def _gated_act(self, link: HunterLink, action: int, label: str) -> None:
+        gate = self.agent.learning.gate
+        if gate is not None:
+            await gate(self.agent.agent_id)
+        await link.act(action, label)
+
+    def _a_tell_sensation(self, agent, term, intention):
+        self._require_link(".tell_sensation").tell_sensation()
+        yield
+
+    def _a_world_observe(self, agent, term, intention):
+        link = self._require_link(".world_observe")
+        self.agent.defer_work(".world_observe/0", link.observe())
+        yield

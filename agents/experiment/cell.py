@@ -1,0 +1,339 @@
+"""One cell of an experiment: one condition, one seed, a real container of agents.
+
+`run_cell` starts an embedded XMPP server on free ports (one per process: pyjabber keeps its
+state in module globals), opens a telemetry session to the daemon (if any) for the cell's own
+run, builds the condition's agents (CoordinatingAgents; for hunting conditions also the
+environment agent hosting the pursuit world), runs them to their budget, stops them, drains
+every record and message into the session, and returns what the cell measured. Agents of one
+cell share one process, so their messages go through SPADE's in-process dispatch (SPADE-NOTES
+pitfall 12); the XMPP server is still where they log in.
+
+Each cell's run_id is new (`<experiment>.<condition>.seed<k>.<random>`): a cell killed half way
+and run again leaves its partial telemetry under its own run id and never mixes it with the
+finished attempt, whose run_id the cell result records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from agents.bdi_agent import LearningAgent
+from agents.config import AgentConfig, TelemetryConfig
+from agents.container import agent_jid
+from agents.coordination.agent import CoordinatingAgent
+from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
+from agents.experiment.spec import Condition, ExperimentSpec
+from agents.qlearning import Hyperparameters
+from agents.records import EpisodeRecord, Record, RecordBuffer, StepRecord
+from agents.telemetry_behaviour import DiscardSink, RecordSink, SessionSink, TelemetryBehaviour
+from agents.xmpp_server import start_xmpp_server
+from envs.multiagent import PursuitWorld, joint_state_index, sensation_index
+from envs.multiagent.world_agent import WorldAgent
+from telemetry import TelemetryGrpcProxy
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 30.0
+PROGRESS_EVERY_S = 20.0
+
+
+class CellError(RuntimeError):
+    """The cell could not finish (an agent failed, the time limit passed); says which and why."""
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a cell process needs: the experiment, the cell, and where telemetry goes."""
+
+    spec: ExperimentSpec
+    condition: Condition
+    seed: int
+    telemetry_target: Optional[str]
+    spool_dir: Optional[str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.condition.name} seed {self.seed}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.condition.name}__seed{self.seed}.json"
+
+
+class CurveSink:
+    """Passes records on to `inner` (steps only when `steps`), keeping each agent's episode
+    returns and successes: the learning curves are what the telemetry received."""
+
+    def __init__(self, inner: RecordSink, *, steps: bool):
+        self.inner = inner
+        self.steps = steps
+        self.returns: dict[str, list[float]] = defaultdict(list)
+        self.successes: dict[str, list[bool]] = defaultdict(list)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if type(record) is EpisodeRecord:
+                self.returns[record.agent_id].append(record.total_reward)
+                self.successes[record.agent_id].append(bool(record.metadata.get("success")))
+        await self.inner.write(records if self.steps else [r for r in records if type(r) is not StepRecord])
+
+
+def episodes_to_threshold(spec: ExperimentSpec, successes: Sequence[bool], evaluations: Sequence[Any]) -> Optional[int]:
+    """Episodes an agent needed to reach the threshold, None if it never did within the budget.
+
+    greedy_evaluation: the episode count of the first greedy evaluation at or above it;
+    training_window: the first episode at which the last `window` training episodes' success
+    rate is at or above it.
+    """
+    threshold = spec.threshold
+    if threshold.measure == "greedy_evaluation":
+        return next((point.episodes for point in evaluations if point.success_rate >= threshold.value - 1e-12), None)
+    window = threshold.window
+    if len(successes) < window:
+        return None
+    rolling = np.convolve(np.asarray(successes, dtype=float), np.ones(window), mode="valid") / window
+    hits = np.nonzero(rolling >= threshold.value - 1e-12)[0]
+    return int(hits[0]) + window if len(hits) else None
+
+
+def evaluate_hunters(
+    tables: Sequence[np.ndarray], world: PursuitWorld, *, partner_sensation: bool, episodes: int, seed: int, greedy: bool
+) -> float:
+    """Capture rate of two hunters acting together over `episodes` episodes: greedy on their
+    Q-tables, or uniformly at random (`greedy=False`, the random baseline)."""
+    rng = np.random.default_rng(seed)
+    size = world.size
+
+    def state(sensations, i: int) -> int:
+        own, partner = sensations[i], sensations[1 - i]
+        return joint_state_index(own, partner, size) if partner_sensation else sensation_index(own, size)
+
+    captures = 0
+    for episode in range(episodes):
+        result = world.reset(seed if episode == 0 else None)
+        while True:
+            if greedy:
+                actions = [int(tables[i][state(result.sensations, i)].argmax()) for i in range(2)]
+            else:
+                actions = [int(a) for a in rng.integers(len(tables[0][0]), size=2)]
+            result = world.step(actions)
+            if result.terminated or result.truncated:
+                captures += result.captured
+                break
+    return captures / episodes
+
+
+def _agent_ids(task: CellTask) -> list[str]:
+    prefix = "hunter" if task.condition.hunting else "learner"
+    return [f"{prefix}-{i + 1}" for i in range(task.spec.learners)]
+
+
+def _agent_config(task: CellTask, run_id: str, agent_id: str, index: int) -> AgentConfig:
+    spec, condition = task.spec, task.condition
+    env_kwargs = dict(spec.env_kwargs)
+    if condition.hunting:
+        env_kwargs["partner_sensation"] = condition.kind == "joint_hunters"
+    seed = task.seed * 1000 + index + 1  # the same agents' seeds in every condition: paired cells
+    return AgentConfig(
+        agent_id=agent_id,
+        run_id=run_id,
+        env_id=spec.env_id,
+        episodes=spec.episodes,
+        env_kwargs=env_kwargs,
+        max_steps_per_episode=spec.max_steps_per_episode,
+        hyperparameters=Hyperparameters(**spec.hyperparameters, seed=seed),
+        asl=Path(condition.plan),
+        seed=seed,
+        telemetry=TelemetryConfig(target=task.telemetry_target or TelemetryConfig.target, use_grpc_telemetry=task.telemetry_target is not None),
+    )
+
+
+def _settings(task: CellTask) -> dict[str, Any]:
+    threshold = task.spec.threshold
+    settings: dict[str, Any] = dict(task.condition.settings)
+    if threshold.measure == "greedy_evaluation":
+        settings.setdefault("eval_every", threshold.eval_every)
+        settings.setdefault("eval_episodes", threshold.eval_episodes)
+    return settings
+
+
+async def _report_progress(task: CellTask, agents: Sequence[LearningAgent], say: Callable[[str], None]) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        parts = ", ".join(f"{a.agent_id} {a.episodes_done}/{a.config.episodes}" for a in agents)
+        say(f"  {task.label}: {parts} episodes")
+
+
+async def _wait_for_agents(task: CellTask, agents: Sequence[LearningAgent], behaviours: Sequence[TelemetryBehaviour]) -> None:
+    """Until every agent finished; CellError at the first failure (agent or telemetry) or the time limit."""
+    deadline = time.monotonic() + task.spec.cell_time_limit_s
+    pending = {asyncio.ensure_future(agent.finished()): agent for agent in agents}
+    failed = {asyncio.ensure_future(b.failed.wait()): b for b in behaviours}
+    try:
+        while pending:
+            timeout = deadline - time.monotonic()
+            done, _ = await asyncio.wait([*pending, *failed], timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise CellError(f"{task.label}: time limit of {task.spec.cell_time_limit_s:g}s reached")
+            for future in done:
+                if future in failed:
+                    raise CellError(f"{task.label}: telemetry failed: {failed[future].failure}")
+                agent = pending.pop(future)
+                if agent.result.error is not None:
+                    raise CellError(f"{task.label}: {agent.result.error}")
+    finally:
+        for future in [*pending, *failed]:
+            future.cancel()
+
+
+async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> dict[str, Any]:
+    """Run one cell to the end; its measurements as a JSON-ready dict. Raises CellError."""
+    spec, condition = task.spec, task.condition
+    run_id = f"{spec.name}.{condition.name}.seed{task.seed}.{secrets.token_hex(3)}"
+    started = time.monotonic()
+    server = await start_xmpp_server(client_port=0, server_port=0)
+    agents: list[CoordinatingAgent] = []
+    world: Optional[WorldAgent] = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            session = None
+            if task.telemetry_target is not None:
+                proxy = TelemetryGrpcProxy(
+                    task.telemetry_target,
+                    run_config={"experiment": spec.name, "condition": condition.name, "kind": condition.kind, "seed": task.seed},
+                    spool_dir=Path(task.spool_dir) if task.spool_dir else None,
+                )
+                session = await stack.enter_async_context(proxy.session(run_id))
+            sink = CurveSink(SessionSink(session) if session is not None else DiscardSink(), steps=spec.telemetry_steps)
+            ids = _agent_ids(task)
+            jids = {agent_id: agent_jid(agent_id, server.host) for agent_id in ids}
+            world_jid = agent_jid("world", server.host) if condition.hunting else None
+            directory = {jid: agent_id for agent_id, jid in jids.items()}
+            behaviours: list[TelemetryBehaviour] = []
+            for index, agent_id in enumerate(ids):
+                config = _agent_config(task, run_id, agent_id, index)
+                peers = {other: jid for other, jid in jids.items() if other != agent_id}
+                records = RecordBuffer()
+                agent = CoordinatingAgent(
+                    jids[agent_id],
+                    secrets.token_urlsafe(12),
+                    config,
+                    peers=peers,
+                    directory=directory,
+                    world_jid=world_jid,
+                    partner=next(iter(peers)) if condition.hunting else None,
+                    settings=_settings(task),
+                    records=records,
+                    port=server.client_port,
+                    start_timeout=START_TIMEOUT_S,
+                    eval_episodes=0 if condition.hunting else spec.threshold.eval_episodes,
+                )
+                agents.append(agent)
+                behaviour = TelemetryBehaviour(records, sink, gate=session.wait_until_allowed if session is not None else None)
+                behaviour.attach(agent)
+                behaviours.append(behaviour)
+                agent.add_behaviour(MessageTelemetryBehaviour(agent.ledger, session))
+            if condition.hunting:
+                options = {k: v for k, v in spec.env_kwargs.items() if k in ("size", "max_steps", "prey_moves")}
+                world = WorldAgent(
+                    world_jid,
+                    secrets.token_urlsafe(12),
+                    run_id=run_id,
+                    hunters=[jids[a] for a in ids],
+                    hunter_ids=ids,
+                    world=PursuitWorld(**options),
+                    seed=task.seed * 1000 + 999,
+                    port=server.client_port,
+                    start_timeout=START_TIMEOUT_S,
+                )
+                world.add_behaviour(MessageTelemetryBehaviour(world.ledger, session))
+                await world.start()
+            await asyncio.gather(*(agent.start() for agent in agents))
+            progress = asyncio.create_task(_report_progress(task, agents, say))
+            try:
+                await _wait_for_agents(task, agents, behaviours)
+            finally:
+                progress.cancel()
+            results = [agent.result for agent in agents]
+            await asyncio.gather(*(agent.stop(timeout=STOP_TIMEOUT_S) for agent in agents))
+            if world is not None:
+                await world.stop()
+            for behaviour in behaviours:
+                if not await behaviour.wait_drained(DRAIN_TIMEOUT_S):
+                    raise CellError(f"{task.label}: telemetry of an agent did not drain within {DRAIN_TIMEOUT_S:g}s")
+            for ledger in [a.ledger for a in agents] + ([world.ledger] if world is not None else []):
+                await drain_ledger(ledger, session)
+            if session is not None:
+                await session.flush()
+    finally:
+        for agent in agents:
+            if agent.is_alive():
+                await agent.stop(timeout=STOP_TIMEOUT_S)
+        if world is not None and world.is_alive():
+            await world.stop()
+        await server.stop()
+    final_capture = None
+    if condition.hunting:
+        options = {k: v for k, v in spec.env_kwargs.items() if k in ("size", "max_steps", "prey_moves")}
+        final_capture = evaluate_hunters(
+            [agent.learner.q for agent in agents],
+            PursuitWorld(**options),
+            partner_sensation=condition.kind == "joint_hunters",
+            episodes=spec.final_eval_episodes,
+            seed=spec.final_eval_seed,
+            greedy=condition.kind != "random_hunters",
+        )
+    rows = []
+    for agent, result in zip(agents, results):
+        totals = agent.ledger.totals()
+        evaluations = agent.coordination.evaluations
+        successes = sink.successes[agent.agent_id]
+        rows.append(
+            {
+                "agent_id": agent.agent_id,
+                "episodes": result.episodes,
+                "steps": result.steps,
+                "episodes_to_threshold": episodes_to_threshold(spec, successes, evaluations),
+                "final_greedy_success": final_capture if condition.hunting else result.greedy_success_rate,
+                "final_greedy_return": final_capture if condition.hunting else result.greedy_mean_return,
+                "messages_sent": totals.sent,
+                "bytes_sent": totals.sent_bytes,
+                "messages_received": totals.received,
+                "bytes_received": totals.received_bytes,
+                "sent_by_kind": totals.sent_by_kind,
+                "sent_bytes_by_kind": totals.sent_bytes_by_kind,
+                "merges": agent.coordination.merges_done,
+                "shared_transitions_learned": agent.coordination.shared_transitions_learned,
+                "returns": sink.returns[agent.agent_id],
+                "successes": [int(s) for s in successes],
+                "evaluations": [[p.episodes, p.steps, p.success_rate, p.mean_return] for p in evaluations],
+            }
+        )
+    world_row = None
+    if world is not None:
+        totals = world.ledger.totals()
+        world_row = {"agent_id": world.agent_id, "messages_sent": totals.sent, "bytes_sent": totals.sent_bytes, "messages_received": totals.received, "bytes_received": totals.received_bytes, "captures": world.captures}
+    return {
+        "experiment": spec.name,
+        "digest": spec.digest(),
+        "condition": condition.name,
+        "kind": condition.kind,
+        "seed": task.seed,
+        "run_id": run_id,
+        "telemetry_target": task.telemetry_target,
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "agents": rows,
+        "world": world_row,
+    }

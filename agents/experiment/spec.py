@@ -1,0 +1,351 @@
+"""Experiment files: what to run (conditions x seeds), checked completely before anything runs.
+
+An experiment is a TOML file (see experiments/*.toml)::
+
+    name = "frozenlake8x8-sharing"       # required: letters, digits, '_', '.', '-'
+    question = "Does sharing ..."         # optional: repeated at the top of summary.md
+    seeds = 5                             # required: N (seeds 1..N) or a list of distinct integers >= 0
+    learners = 2                          # agents per cell (hunting conditions need exactly 2)
+    env_id = "FrozenLake8x8-v1"           # required
+    env_kwargs = { is_slippery = true }
+    episodes = 6000                       # required: the training budget of every agent
+    max_steps_per_episode = 200           # optional (default: the environment's time limit)
+    jobs = 2                              # optional: parallel cell processes (--jobs overrides)
+    cell_time_limit_s = 1800              # optional: a cell still running then fails
+
+    [threshold]                           # when an agent counts as having learned
+    value = "registered"                  # the environment's reward_threshold, or a number
+    measure = "greedy_evaluation"         # or "training_window"
+    eval_every = 250                      # greedy_evaluation: plans evaluate every K episodes
+    eval_episodes = 100                   # ... over this many greedy episodes
+    window = 100                          # training_window: success rate of the last W episodes
+
+    [final_evaluation]                    # hunting conditions: joint greedy evaluation at the end
+    episodes = 200
+    seed = 12345
+
+    [hyperparameters]                     # agents.qlearning.Hyperparameters (seed: per agent)
+    gamma = 0.999
+
+    [telemetry]
+    steps = false                         # stream every step too (default true); episodes and
+                                          # coordination messages are always streamed
+
+    [[conditions]]
+    name = "policy_sharing"               # required, unique
+    kind = "policy_sharing"               # required: see KINDS
+    plan = "asl/coord_policy_sharing.asl" # optional: default asl/coord_<kind>.asl
+    [conditions.settings]                 # beliefs for the plans
+    share_every = 100
+    merge_rule = "visits"
+
+Every problem raises `ExperimentError` whose `key` names the key (``conditions[1].kind``,
+``threshold.value``, ``hyperparameters.alpha``) and whose message says what is allowed.
+Paths are relative to the experiment file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import agentspeak
+import agentspeak.stdlib
+
+import envs.multiagent  # noqa: F401 - registers MosaicPursuit-v0
+from agents.asl_check import AslError, check_asl
+from agents.config import ConfigError, parse_container_config
+from agents.coordination.agent import plan_actions
+from agents.coordination.merge import RULES
+from envs import make_env
+from envs.multiagent import PURSUIT_ENV_ID
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+ASL_DIR = REPO_ROOT / "asl"
+
+#: Condition kinds: the learners' kind and what their plans do.
+SHARING_KINDS = ("independent", "policy_sharing", "experience_sharing")
+HUNTING_KINDS = ("joint_hunters", "independent_hunters", "random_hunters")
+KINDS = SHARING_KINDS + HUNTING_KINDS
+#: Settings each kind requires (name -> check), beyond which any number or string is a belief.
+_REQUIRED_SETTINGS = {"policy_sharing": ("share_every",)}
+MEASURES = ("greedy_evaluation", "training_window")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOP_KEYS = (
+    "name", "question", "seeds", "learners", "env_id", "env_kwargs", "episodes", "max_steps_per_episode",
+    "jobs", "cell_time_limit_s", "threshold", "final_evaluation", "hyperparameters", "telemetry", "conditions",
+)
+
+
+class ExperimentError(ValueError):
+    """An experiment file is invalid; `key` names the offending key."""
+
+    def __init__(self, message: str, key: Optional[str] = None, source: Optional[str] = None):
+        super().__init__(f"{source}: {message}" if source else message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    kind: str
+    plan: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hunting(self) -> bool:
+        return self.kind in HUNTING_KINDS
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    measure: str
+    source: str  # "registered" (the environment's reward_threshold) or "experiment file"
+    eval_every: int = 250
+    eval_episodes: int = 100
+    window: int = 100
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    question: str
+    seeds: list[int]
+    learners: int
+    env_id: str
+    env_kwargs: dict[str, Any]
+    episodes: int
+    max_steps_per_episode: Optional[int]
+    jobs: int
+    cell_time_limit_s: float
+    threshold: Threshold
+    final_eval_episodes: int
+    final_eval_seed: int
+    hyperparameters: dict[str, Any]
+    telemetry_steps: bool
+    conditions: list[Condition]
+    source: str
+
+    def digest(self) -> str:
+        """Identifies what the cells compute: a rerun may only resume cells of the same digest."""
+        data = asdict(self)
+        data.pop("jobs")
+        data.pop("source")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def cells(self) -> list[tuple[Condition, int]]:
+        return [(condition, seed) for seed in self.seeds for condition in self.conditions]
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Read and check an experiment file; ExperimentError names the key of any problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ExperimentError(f"cannot read the experiment file: {err.strerror or err}", source=source) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ExperimentError(f"is not valid TOML: {err}", source=source) from None
+    try:
+        return parse_experiment(data, base_dir=path.resolve().parent, source=source)
+    except ExperimentError as err:
+        raise ExperimentError(str(err), key=err.key, source=source) from None
+
+
+def _fail(key: str, message: str) -> ExperimentError:
+    return ExperimentError(f"{key} {message}", key=key)
+
+
+def _require(table: Mapping[str, Any], key: str, path: str = "") -> Any:
+    full = f"{path}.{key}" if path else key
+    if key not in table:
+        raise _fail(full, "is required")
+    return table[key]
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], path: str = "") -> None:
+    for key in table:
+        if key not in allowed:
+            full = f"{path}.{key}" if path else key
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(full, f"is not a known key{hint} (allowed: {', '.join(allowed)})")
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(key, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(key, f"must be a table, got {value!r}")
+    return value
+
+
+def parse_experiment(data: Mapping[str, Any], *, base_dir: Path, source: str = "") -> ExperimentSpec:
+    _check_keys(data, _TOP_KEYS)
+    name = _require(data, "name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _fail("name", f"must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+    question = data.get("question", "")
+    if not isinstance(question, str):
+        raise _fail("question", f"must be a string, got {question!r}")
+    seeds = _seeds(_require(data, "seeds"))
+    learners = _int(data.get("learners", 2), "learners", 1)
+    env_id = _require(data, "env_id")
+    env_kwargs = _table(data.get("env_kwargs", {}), "env_kwargs")
+    episodes = _int(_require(data, "episodes"), "episodes", 1)
+    max_steps = data.get("max_steps_per_episode")
+    if max_steps is not None:
+        max_steps = _int(max_steps, "max_steps_per_episode", 1)
+    jobs = _int(data.get("jobs", 2), "jobs", 1)
+    time_limit = data.get("cell_time_limit_s", 3600)
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or time_limit <= 0:
+        raise _fail("cell_time_limit_s", f"must be a number of seconds > 0, got {time_limit!r}")
+    hyperparameters = _table(data.get("hyperparameters", {}), "hyperparameters")
+    _check_agent_settings(env_id, env_kwargs, episodes, max_steps, hyperparameters)
+    telemetry = _table(data.get("telemetry", {}), "telemetry")
+    _check_keys(telemetry, ("steps",), "telemetry")
+    steps = telemetry.get("steps", True)
+    if not isinstance(steps, bool):
+        raise _fail("telemetry.steps", f"must be true or false, got {steps!r}")
+    conditions = _conditions(data.get("conditions"), base_dir, env_id, learners)
+    threshold = _threshold(_table(_require(data, "threshold"), "threshold"), env_id, env_kwargs, episodes, conditions)
+    final = _table(data.get("final_evaluation", {}), "final_evaluation")
+    _check_keys(final, ("episodes", "seed"), "final_evaluation")
+    final_episodes = _int(final.get("episodes", 200), "final_evaluation.episodes", 1)
+    final_seed = _int(final.get("seed", 12345), "final_evaluation.seed", 0)
+    return ExperimentSpec(
+        name=name,
+        question=question,
+        seeds=seeds,
+        learners=learners,
+        env_id=env_id,
+        env_kwargs=dict(env_kwargs),
+        episodes=episodes,
+        max_steps_per_episode=max_steps,
+        jobs=jobs,
+        cell_time_limit_s=float(time_limit),
+        threshold=threshold,
+        final_eval_episodes=final_episodes,
+        final_eval_seed=final_seed,
+        hyperparameters=dict(hyperparameters),
+        telemetry_steps=steps,
+        conditions=conditions,
+        source=source,
+    )
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise _fail("seeds", f"must be a number of seeds >= 1 or a list of seeds, got {value!r}")
+        return list(range(1, value + 1))
+    if not isinstance(value, list) or not value:
+        raise _fail("seeds", f"must be a number of seeds >= 1 or a non-empty list of seeds, got {value!r}")
+    for i, seed in enumerate(value):
+        _int(seed, f"seeds[{i}]", 0)
+    if len(set(value)) != len(value):
+        raise _fail("seeds", f"must not repeat a seed, got {value!r}")
+    return list(value)
+
+
+def _check_agent_settings(env_id: Any, env_kwargs: dict, episodes: int, max_steps: Optional[int], hyperparameters: dict) -> None:
+    """The learners' settings, checked by the container config's own validation (agents.config)."""
+    defaults: dict[str, Any] = {"env_id": env_id, "env_kwargs": env_kwargs, "episodes": episodes, "hyperparameters": hyperparameters}
+    if max_steps is not None:
+        defaults["max_steps_per_episode"] = max_steps
+    try:
+        parse_container_config({"run_id": "check", "agent_defaults": defaults, "agents": [{"agent_id": "check"}]})
+    except ConfigError as err:
+        key = (err.key or "").removeprefix("agent_defaults.") or "env_id"
+        raise ExperimentError(err.problem.replace("agent_defaults.", ""), key=key) from None
+
+
+def _conditions(value: Any, base_dir: Path, env_id: str, learners: int) -> list[Condition]:
+    if not isinstance(value, list) or not value:
+        raise _fail("conditions", "is required: a list of [[conditions]] tables, each with name and kind")
+    conditions: list[Condition] = []
+    names: set[str] = set()
+    actions = plan_actions()
+    for i, entry in enumerate(value):
+        path = f"conditions[{i}]"
+        entry = _table(entry, path)
+        _check_keys(entry, ("name", "kind", "plan", "settings"), path)
+        name = _require(entry, "name", path)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _fail(f"{path}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        if name in names:
+            raise _fail(f"{path}.name", f"repeats the condition name {name!r}")
+        names.add(name)
+        kind = _require(entry, "kind", path)
+        if kind not in KINDS:
+            close = difflib.get_close_matches(str(kind), KINDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(f"{path}.kind", f"is an unknown condition {kind!r}{hint} (known: {', '.join(KINDS)})")
+        hunting = kind in HUNTING_KINDS
+        if hunting and env_id != PURSUIT_ENV_ID:
+            raise _fail(f"{path}.kind", f"{kind!r} hunts in the shared pursuit world: env_id must be {PURSUIT_ENV_ID!r}, got {env_id!r}")
+        if not hunting and env_id == PURSUIT_ENV_ID:
+            raise _fail(f"{path}.kind", f"{kind!r} learns alone: the pursuit world needs joint_hunters, independent_hunters or random_hunters")
+        if hunting and learners != 2:
+            raise _fail("learners", f"must be 2 for the hunting conditions (two hunters), got {learners}")
+        if kind in ("policy_sharing", "experience_sharing") and learners < 2:
+            raise _fail("learners", f"must be at least 2 for {kind!r} (someone to share with), got {learners}")
+        settings = _table(entry.get("settings", {}), f"{path}.settings")
+        for key in _REQUIRED_SETTINGS.get(kind, ()):
+            _require(settings, key, f"{path}.settings")
+        for key, setting in settings.items():
+            if isinstance(setting, bool) or not isinstance(setting, (int, float, str)):
+                raise _fail(f"{path}.settings.{key}", f"must be a number or a word (it becomes a belief), got {setting!r}")
+        if "share_every" in settings:
+            _int(settings["share_every"], f"{path}.settings.share_every", 1)
+        if "merge_rule" in settings and settings["merge_rule"] not in RULES:
+            raise _fail(f"{path}.settings.merge_rule", f"must be one of {', '.join(RULES)}, got {settings['merge_rule']!r}")
+        plan = Path(entry["plan"]) if "plan" in entry else ASL_DIR / f"coord_{kind}.asl"
+        if not plan.is_absolute():
+            plan = (base_dir / plan).resolve() if "plan" in entry else plan
+        try:
+            check_asl(plan, actions)
+        except AslError as err:
+            raise _fail(f"{path}.plan", str(err)) from None
+        conditions.append(Condition(name, kind, str(plan), dict(settings)))
+    return conditions
+
+
+def _threshold(table: dict, env_id: str, env_kwargs: dict, episodes: int, conditions: list[Condition]) -> Threshold:
+    _check_keys(table, ("value", "measure", "eval_every", "eval_episodes", "window"), "threshold")
+    value = _require(table, "value", "threshold")
+    if value == "registered":
+        with make_env(env_id, **env_kwargs) as env:
+            registered = env.reward_threshold
+        if registered is None:
+            raise _fail("threshold.value", f"is 'registered' but {env_id} registers no reward_threshold: give a number")
+        value, source = float(registered), "registered"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise _fail("threshold.value", f"must be 'registered' or a success rate in (0, 1], got {value!r}")
+    else:
+        value, source = float(value), "experiment file"
+    measure = table.get("measure", "greedy_evaluation")
+    if measure not in MEASURES:
+        raise _fail("threshold.measure", f"must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if measure == "greedy_evaluation" and any(c.hunting for c in conditions):
+        raise _fail("threshold.measure", "must be 'training_window' for hunting conditions (a hunter cannot evaluate the joint policy alone)")
+    eval_every = _int(table.get("eval_every", 250), "threshold.eval_every", 1)
+    if measure == "greedy_evaluation" and eval_every > episodes:
+        raise _fail("threshold.eval_every", f"is larger than the budget of {episodes} episodes: no evaluation would run")
+    eval_episodes = _int(table.get("eval_episodes", 100), "threshold.eval_episodes", 1)
+    window = _int(table.get("window", 100), "threshold.window", 1)
+    if measure == "training_window" and window > episodes:
+        raise _fail("threshold.window", f"is larger than the budget of {episodes} episodes")
+    return Threshold(value, measure, source, eval_every, eval_episodes, window)

@@ -1,0 +1,129 @@
+"""Experiment files are checked completely before anything runs; errors name the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.experiment.spec import ExperimentError, load_experiment, parse_experiment
+from agents.experiment.stats import mean_interval, t_quantile, t_two_sided_p, welch_test
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = {
+    "name": "spec-test",
+    "seeds": 3,
+    "learners": 2,
+    "env_id": "FrozenLake-v1",
+    "env_kwargs": {"is_slippery": False},
+    "episodes": 100,
+    "threshold": {"value": "registered", "measure": "greedy_evaluation", "eval_every": 50},
+    "hyperparameters": {"alpha": 0.5},
+    "conditions": [
+        {"name": "independent", "kind": "independent"},
+        {"name": "policy", "kind": "policy_sharing", "settings": {"share_every": 10, "merge_rule": "average"}},
+    ],
+}
+
+
+def with_change(path: str, value=None, *, delete: bool = False) -> dict:
+    data = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if delete:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return data
+
+
+def test_the_shipped_experiments_and_a_good_file_are_accepted(tmp_path):
+    spec = parse_experiment(GOOD, base_dir=tmp_path)
+    assert spec.seeds == [1, 2, 3] and spec.threshold.value == 0.70  # FrozenLake-v1's registration
+    assert [c.kind for c in spec.conditions] == ["independent", "policy_sharing"]
+    assert len(spec.cells()) == 6
+    for name in ("frozenlake8x8_sharing", "pursuit_joint"):
+        shipped = load_experiment(PROJECT_ROOT / "experiments" / f"{name}.toml")
+        assert len(shipped.seeds) >= 5
+    assert load_experiment(PROJECT_ROOT / "experiments" / "frozenlake8x8_sharing.toml").threshold.value == 0.85
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (dict(path="conditions.1.kind", value="policy_shareing"), "conditions[1].kind"),
+        (dict(path="conditions.1.settings.share_every", delete=True), "conditions[1].settings.share_every"),
+        (dict(path="episodes", delete=True), "episodes"),
+        (dict(path="conditions", delete=True), "conditions"),
+        (dict(path="seeds", value=0), "seeds"),
+        (dict(path="seeds", value=[1, 1]), "seeds"),
+        (dict(path="episodes", value=-5), "episodes"),
+        (dict(path="threshold.value", value=1.5), "threshold.value"),
+        (dict(path="threshold.eval_every", value=1000), "threshold.eval_every"),
+        (dict(path="threshold.measure", value="vibes"), "threshold.measure"),
+        (dict(path="hyperparameters.alpha", value=2.0), "hyperparameters.alpha"),
+        (dict(path="env_kwargs.is_slippery", value="no"), "env_kwargs.is_slippery"),
+        (dict(path="env_id", value="FrozenLake-v9"), "env_id"),
+        (dict(path="learners", value=1), "learners"),
+        (dict(path="conditions.1.settings.merge_rule", value="max"), "conditions[1].settings.merge_rule"),
+        (dict(path="conditions.1.name", value="independent"), "conditions[1].name"),
+        (dict(path="conditions.0.plan", value="missing.asl"), "conditions[0].plan"),
+        (dict(path="budget", value=3), "budget"),
+    ],
+)
+def test_bad_files_are_rejected_naming_the_key(tmp_path, change, key):
+    with pytest.raises(ExperimentError) as error:
+        parse_experiment(with_change(**change), base_dir=tmp_path)
+    assert error.value.key == key
+    assert key in str(error.value)
+
+
+def test_hunting_conditions_need_the_pursuit_world(tmp_path):
+    data = with_change("conditions.1", {"name": "hunters", "kind": "joint_hunters"})
+    with pytest.raises(ExperimentError, match="MosaicPursuit-v0") as error:
+        parse_experiment(data, base_dir=tmp_path)
+    assert error.value.key == "conditions[1].kind"
+
+
+def test_a_plan_with_an_unknown_action_is_rejected_with_file_and_line(tmp_path):
+    plan = tmp_path / "typo.asl"
+    plan.write_text("!learn.\n+!learn <- .share_q_tabel.\n")
+    with pytest.raises(ExperimentError, match=r"typo.asl:2.*share_q_tabel") as error:
+        parse_experiment(with_change("conditions.0.plan", "typo.asl"), base_dir=tmp_path)
+    assert error.value.key == "conditions[0].plan"
+
+
+@pytest.mark.timeout(60)
+def test_the_command_rejects_a_bad_file_before_running_anything(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nseeds = 2\nenv_id = "FrozenLake-v1"\nepisodes = 10\n[threshold]\nvalue = 0.5\n'
+                   '[[conditions]]\nname = "a"\nkind = "telepathy"\n')
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "agents.experiment", str(bad), "--out", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "conditions[0].kind" in done.stderr and "telepathy" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_t_distribution_matches_the_tables():
+    for df, value in ((1, 12.706), (4, 2.776), (9, 2.262), (30, 2.042)):
+        assert t_quantile(0.975, df) == pytest.approx(value, abs=1e-3)
+    assert t_two_sided_p(2.776445, 4) == pytest.approx(0.05, abs=1e-6)
+    interval = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (interval.low, interval.high) == pytest.approx((3 - 1.9632, 3 + 1.9632), abs=1e-3)
+
+
+def test_welch_test():
+    result = welch_test([10.0, 11.0, 12.0, 13.0, 14.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert result.difference == 9.0 and result.p < 0.001 and result.low > 0
+    same = welch_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same.p == pytest.approx(1.0) and same.low < 0 < same.high
+    assert welch_test([1.0], [2.0, 3.0]) is None
