@@ -51,12 +51,17 @@ class DaemonProcess:
         self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
 
+    def _dashboard_args(self) -> tuple[str, ...]:
+        """No dashboard unless the test asks for one: its default port is shared by every daemon."""
+        asks_for_dashboard = any(arg.startswith("--dashboard") for arg in self.extra_args)
+        return () if asks_for_dashboard else ("--no-dashboard",)
+
     def start(self, timeout: float = 30.0) -> "DaemonProcess":
         """Start and wait for the "listening on" line."""
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "telemetry.daemon", "--listen", self.address, "--db", str(self.db_path),
-                 "--log-level", "INFO", "--no-dashboard", *self.extra_args],
+                 "--log-level", "INFO", *self._dashboard_args(), *self.extra_args],
                 cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
