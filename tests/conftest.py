@@ -3,4 +3,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures_daemon",
     "tests.fixtures_xmpp",
     "tests.fixtures_browser",
+    "tests.fixtures_container",
 ]
