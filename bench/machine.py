@@ -1,0 +1,45 @@
+"""The machine a run happened on, recorded with its figures: on a shared machine the load
+average is part of the result."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def git_commit() -> str:
+    """The checkout's commit, with "+changes" when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def describe() -> dict[str, str | int]:
+    """nproc, CPU model, Python, kernel, commit, time and load average right now."""
+    return {
+        "nproc": os.cpu_count() or 0,
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "commit": git_commit(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_average": load_average(),
+    }
