@@ -33,9 +33,12 @@ import secrets
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Awaitable, Callable, Optional, Sequence
+
+import attrs
 
 from agents.asl_check import AslError
 from agents.bdi_agent import AgentResult, AgentStartError, LearningAgent
@@ -184,8 +187,28 @@ async def _start_embedded(host: str, port: int, say: Callable[[str], None], why:
         server = await start_xmpp_server(client_port=port, server_port=0, host=host)
     except XmppServerError as err:
         raise ContainerError(str(err)) from None
+    hash_passwords_in_threads()
     say(f"{why + '; ' if why else ''}started an embedded XMPP server at {host}:{server.client_port}")
     return server.client_port, server
+
+
+def hash_passwords_in_threads() -> None:
+    """Make the running embedded XMPP server hash registrations in threads, not forked processes.
+
+    pyjabber forks its hashing workers lazily, at the first registrations, when gRPC threads
+    (the proxy, an in-process daemon) are busy; with gRPC's fork support on (its default unless
+    GRPC_ENABLE_FORK_SUPPORT=false is set before gRPC loads) such a child can crash, and every
+    registration after it hangs. hashlib.pbkdf2_hmac releases the GIL: threads hash in parallel
+    just as well. Call it once the server runs; it is idempotent.
+    """
+    from pyjabber import AppConfig
+
+    config = AppConfig.app_config
+    if config is not None and not isinstance(config.process_pool_exe, ThreadPoolExecutor):
+        forking_pool = config.process_pool_exe
+        hashing_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="xmpp-hash")
+        AppConfig.app_config = attrs.evolve(config, process_pool_exe=hashing_threads)
+        forking_pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------ telemetry

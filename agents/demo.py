@@ -69,7 +69,7 @@ def demo_config(run_id: str, telemetry_target: str) -> ContainerConfig:
                     "episodes": 4000,
                     "hyperparameters": _SLIPPERY,
                     "asl": str(ASL_DIR / "learner_fast.asl"),
-                    "seed": 3,
+                    "seed": 1,
                 },
             ],
         }
