@@ -24,6 +24,7 @@ import sys
 COMMANDS = (
     "agents.container:add_run_command",
     "agents.demo:add_demo_command",
+    "agents.experiment.command:add_experiment_command",
 )
 
 

@@ -64,7 +64,7 @@ def experiment_file(tmp_path: Path, *, seeds: int, jobs: int, experience: bool) 
 
 
 def command(path: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "agents.experiment", str(path), "--out", str(out)]
+    return [sys.executable, "-m", "agents", "experiment", str(path), "--out", str(out)]
 
 
 def run(path: Path, out: Path) -> subprocess.CompletedProcess:

@@ -63,15 +63,15 @@ class CoordinatingAgent(LearningAgent):
         password: str,
         config: AgentConfig,
         *,
-        peers: Mapping[str, str] = {},
-        directory: Mapping[str, str] = {},
+        peers: Optional[Mapping[str, str]] = None,
+        directory: Optional[Mapping[str, str]] = None,
         world_jid: Optional[str] = None,
         partner: Optional[str] = None,
-        settings: Mapping[str, Setting] = {},
+        settings: Optional[Mapping[str, Setting]] = None,
         **kwargs: Any,
     ):
-        self.peers = dict(peers)
-        self.directory = {bare_jid(j): a for j, a in directory.items()}
+        self.peers = dict(peers or {})
+        self.directory = {bare_jid(j): a for j, a in (directory or {}).items()}
         self.directory.update({bare_jid(j): a for a, j in self.peers.items()})
         self.coordination = CoordinationActions(self)
         self.hunting = HunterActions(self)
@@ -85,7 +85,7 @@ class CoordinatingAgent(LearningAgent):
             self.directory.setdefault(bare_jid(world_jid), "world")
             self.hunting.link = HunterLink(self, world_jid, partner)
         self.coordination.publish_initial()
-        for name, value in settings.items():
+        for name, value in (settings or {}).items():
             self.learning.beliefs.set(name, Literal(value) if isinstance(value, str) else value)
 
     # ------------------------------------------------------------------ wiring

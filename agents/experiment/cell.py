@@ -292,7 +292,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
             PursuitWorld(**options),
             partner_sensation=condition.kind == "joint_hunters",
             episodes=spec.final_eval_episodes,
-            seed=spec.final_eval_seed,
+            seed=spec.final_eval_seed + task.seed,  # the same episodes for every condition of a seed
             greedy=condition.kind != "random_hunters",
         )
     rows = []

@@ -292,7 +292,7 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
             length = min(len(p) for p in points)
             if length:
                 x_eval = np.array([p[0] for p in group[0]["agents"][0]["evaluations"][:length]])
-                _band(axes[0][1], x_eval, np.array([p[:length] for p in points]), name)
+                _band(axes[0][1], x_eval, np.array([p[:length] for p in points]), name, bounds=(0.0, 1.0))
     left.set_title(f"training return (mean of {width}-episode bins)")
     left.set_xlabel("episodes")
     left.set_ylabel("return")
@@ -312,12 +312,14 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
     partial.replace(path)
 
 
-def _band(axis, x: np.ndarray, runs: np.ndarray, label: str) -> None:
+def _band(axis, x: np.ndarray, runs: np.ndarray, label: str, bounds: tuple[float, float] = (-np.inf, np.inf)) -> None:
+    """The mean over runs, and its 95% CI as a band (clipped to what the quantity can be)."""
     mean = runs.mean(axis=0)
     line = axis.plot(x, mean, label=label)[0]
     if len(runs) > 1:
         half = np.array([mean_interval(list(column)).half_width for column in runs.T])
-        axis.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        low, high = np.clip(mean - half, *bounds), np.clip(mean + half, *bounds)
+        axis.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
 
 
 def write_reports(spec: ExperimentSpec, out_dir: Path, *, store_path: Optional[Path] = None) -> list[Path]:

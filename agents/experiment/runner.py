@@ -4,9 +4,10 @@
 - refuses an output folder that holds cells of a different experiment (its `experiment.json`
   records the spec's digest);
 - skips the cells whose result file already exists in `out_dir/cells/` (each written
-  atomically: a temporary file renamed into place), and runs the others in at most `jobs`
-  worker processes, one cell per process (spawned fresh, never forked from a process running
-  gRPC; each dies with the runner, so a killed runner leaves no half-finished cell running on);
+  atomically: a temporary file renamed into place), and runs the others, at most `jobs` at a
+  time, one process per cell (spawned fresh, never forked from a process running gRPC; each
+  dies with the runner, so a killed runner leaves no half-finished cell running on). A cell
+  that fails is reported with its reason; the others still run, and a rerun retries it;
 - starts the telemetry daemon in this process with its SQLite store in `out_dir` (unless told
   to use another daemon, or none), so every cell streams to it;
 - prints progress (each cell's start and end, and periodic episode counts from the cells) and
@@ -18,7 +19,7 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import ctypes
 import json
 import logging
@@ -58,13 +59,17 @@ class ExperimentRun:
 
 
 def _die_with_parent() -> None:
-    """Worker initializer: ask Linux to kill this process when the runner dies (PR_SET_PDEATHSIG),
-    and leave Ctrl-C to the runner, which stops the pool."""
+    """In a cell process: make it the leader of a process group of its own (pyjabber's hashing
+    pool joins it), have Linux send it SIGTERM when the runner dies (PR_SET_PDEATHSIG), and
+    answer SIGTERM by killing the whole group, so a killed runner leaves nothing running. Ctrl-C
+    is left to the runner, which kills its cells' groups itself."""
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.killpg(0, signal.SIGKILL))
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the runner died before prctl took effect
-            os._exit(1)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the runner died before prctl took effect
+        os.killpg(0, signal.SIGKILL)
 
 
 def _say_in_cell(message: str) -> None:
@@ -107,41 +112,70 @@ def _check_folder(spec: ExperimentSpec, out_dir: Path) -> None:
     marker.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
 
-async def _run_cells(
-    spec: ExperimentSpec, tasks: list[CellTask], cells_dir: Path, jobs: int, say: Callable[[str], None]
-) -> list[str]:
+def _cell_main(task: CellTask, cells_dir: str) -> None:
+    """Cell process entry: run the cell; on failure leave the reason in a file for the runner."""
+    _die_with_parent()
+    try:
+        run_cell_process(task, cells_dir)
+    except Exception as err:  # noqa: BLE001 - reported by the runner, naming the cell
+        reason = str(err) if isinstance(err, CellError) else f"{type(err).__name__}: {err}"
+        _error_file(cells_dir, task).write_text(reason, encoding="utf-8")
+        sys.exit(1)
+
+
+def _error_file(cells_dir: str | Path, task: CellTask) -> Path:
+    return Path(cells_dir) / f".{task.file_name}.error"
+
+
+async def _run_process(process: multiprocessing.process.BaseProcess) -> int:
+    """Start `process` and wait for its end without a thread (its sentinel becomes readable);
+    killed if the wait is cancelled (the runner interrupted)."""
     loop = asyncio.get_running_loop()
+    process.start()
+    ended = loop.create_future()
+    loop.add_reader(process.sentinel, lambda: ended.done() or ended.set_result(None))
+    try:
+        await ended
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the cell and the processes it started
+        raise
+    finally:
+        loop.remove_reader(process.sentinel)
+        process.join(5)
+    return process.exitcode
+
+
+async def _run_cells(tasks: list[CellTask], cells_dir: Path, jobs: int, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """Run every task, at most `jobs` at a time, one process each (pyjabber and SPADE's container
+    are process-wide singletons bound to their first event loop). Returns (done, failures)."""
+    # Spawned, never forked from this process, which runs gRPC. Not daemonic: pyjabber hashes
+    # passwords in a process pool of its own, which a daemonic process may not start.
     context = multiprocessing.get_context("spawn")
+    slots = asyncio.Semaphore(jobs)
     done: list[str] = []
+    failures: list[str] = []
     total = len(tasks)
-    # One cell per process: pyjabber and SPADE's container are process-wide singletons bound to
-    # the event loop of their first use, and every cell runs in a loop of its own.
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent, max_tasks_per_child=1)
-    with pool:
-        started = {}
-        futures = {}
-        for task in tasks:
-            futures[loop.run_in_executor(pool, run_cell_process, task, str(cells_dir))] = task
-            started[task.label] = time.monotonic()
-        say(f"running {total} cells in up to {jobs} processes")
-        try:
-            for future in asyncio.as_completed(list(futures)):
-                try:
-                    path = await future
-                except CellError as err:
-                    raise ExperimentRunError(f"cell failed: {err}") from None
-                except concurrent.futures.process.BrokenProcessPool as err:
-                    raise ExperimentRunError(f"a cell process died: {err}") from None
-                result = json.loads(Path(path).read_text(encoding="utf-8"))
-                label = f"{result['condition']} seed {result['seed']}"
-                done.append(label)
-                say(f"[{len(done)}/{total}] {label} done in {result['elapsed_s']:.0f}s: " + _cell_line(result))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return done
+
+    async def run_one(task: CellTask) -> None:
+        async with slots:
+            say(f"cell {task.label}: started")
+            _error_file(cells_dir, task).unlink(missing_ok=True)
+            process = context.Process(target=_cell_main, args=(task, str(cells_dir)), name=f"cell {task.label}")
+            code = await _run_process(process)
+            if code != 0:
+                error = _error_file(cells_dir, task)
+                reason = error.read_text(encoding="utf-8") if error.exists() else f"its process ended with exit code {code}"
+                failures.append(f"{task.label}: {reason}")
+                say(f"cell {task.label}: FAILED: {reason}")
+                return
+            result = json.loads((cells_dir / task.file_name).read_text(encoding="utf-8"))
+            done.append(task.label)
+            say(f"[{len(done)}/{total}] {task.label} done in {result['elapsed_s']:.0f}s: " + _cell_line(result))
+
+    say(f"running {total} cells in up to {jobs} processes")
+    await asyncio.gather(*(run_one(task) for task in tasks))
+    return done, failures
 
 
 def _cell_line(result: dict) -> str:
@@ -203,9 +237,14 @@ async def run_experiment(
             tell(f"skipping {len(skipped)} finished cells: " + ", ".join(t.label for t in skipped))
         for task in pending:
             tell(f"cell {task.label}: queued")
-        ran = await _run_cells(spec, pending, cells_dir, jobs or spec.jobs, tell) if pending else []
+        ran, failures = await _run_cells(pending, cells_dir, jobs or spec.jobs, tell) if pending else ([], [])
         files = write_reports(spec, out_dir, store_path=db_path)
         tell("wrote " + ", ".join(str(f) for f in files))
+        if failures:
+            raise ExperimentRunError(
+                f"{len(failures)} cell(s) failed ({'; '.join(failures)}); the {len(ran) + len(skipped)} finished cells are kept "
+                f"in {cells_dir}: rerun the same command to run the rest"
+            )
         return ExperimentRun(ran, [t.label for t in skipped], out_dir, db_path)
     finally:
         if daemon is not None:

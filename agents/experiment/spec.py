@@ -20,8 +20,8 @@ An experiment is a TOML file (see experiments/*.toml)::
     eval_episodes = 100                   # ... over this many greedy episodes
     window = 100                          # training_window: success rate of the last W episodes
 
-    [final_evaluation]                    # hunting conditions: joint greedy evaluation at the end
-    episodes = 200
+    [final_evaluation]                    # hunting conditions: joint greedy evaluation at the end,
+    episodes = 200                        # on the world seeded with seed + the cell's seed
     seed = 12345
 
     [hyperparameters]                     # agents.qlearning.Hyperparameters (seed: per agent)
@@ -54,9 +54,6 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
-
-import agentspeak
-import agentspeak.stdlib
 
 import envs.multiagent  # noqa: F401 - registers MosaicPursuit-v0
 from agents.asl_check import AslError, check_asl

@@ -1,0 +1,66 @@
+"""How cell measurements become numbers and sentences: episodes to threshold, censoring at the
+budget, and summaries that say plainly what was (and was not) shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.coordination.actions import EvaluationPoint
+from agents.experiment.cell import episodes_to_threshold
+from agents.experiment.report import summary_markdown
+from agents.experiment.spec import parse_experiment
+
+
+def spec(tmp_path: Path, measure: str = "greedy_evaluation"):
+    return parse_experiment(
+        {
+            "name": "report-test", "seeds": 3, "learners": 2, "env_id": "FrozenLake-v1", "episodes": 100,
+            "threshold": {"value": 0.7, "measure": measure, "eval_every": 25, "window": 4},
+            "conditions": [{"name": "independent", "kind": "independent"},
+                           {"name": "experience", "kind": "experience_sharing"}],
+        },
+        base_dir=tmp_path,
+    )
+
+
+def test_episodes_to_threshold_from_greedy_evaluations(tmp_path):
+    points = [EvaluationPoint(25, 900, 0.2, 0.2), EvaluationPoint(50, 2000, 0.7, 0.7), EvaluationPoint(75, 3000, 0.9, 0.9)]
+    assert episodes_to_threshold(spec(tmp_path), [], points) == 50
+    assert episodes_to_threshold(spec(tmp_path), [], points[:1]) is None
+
+
+def test_episodes_to_threshold_from_a_training_window(tmp_path):
+    window_spec = spec(tmp_path, "training_window")  # window 4, threshold 0.7: 3 of the last 4
+    assert episodes_to_threshold(window_spec, [0, 0, 1, 1, 0, 1, 1, 1], []) == 6  # episodes 3-6: 1, 1, 0, 1
+    assert episodes_to_threshold(window_spec, [1, 1, 1], []) is None  # never a full window
+
+
+def cell(condition: str, kind: str, seed: int, reached: list, success: float) -> dict:
+    return {
+        "experiment": "report-test", "condition": condition, "kind": kind, "seed": seed, "run_id": f"r{condition}{seed}",
+        "elapsed_s": 1.0, "world": None,
+        "agents": [
+            {"agent_id": f"learner-{i}", "episodes": 100, "steps": 1000, "episodes_to_threshold": r,
+             "final_greedy_success": success, "final_greedy_return": success, "messages_sent": 0 if kind == "independent" else 100,
+             "bytes_sent": 0 if kind == "independent" else 9000, "messages_received": 0, "bytes_received": 0,
+             "returns": [0.0] * 100, "successes": [0] * 100, "evaluations": []}
+            for i, r in enumerate(reached, 1)
+        ],
+    }
+
+
+def test_summary_censors_at_the_budget_and_names_significance(tmp_path):
+    s = spec(tmp_path)
+    cells = [cell("independent", "independent", k, [None, 100 - k], 0.5) for k in (1, 2, 3)]
+    cells += [cell("experience", "experience_sharing", k, [20 + k, 30 + k], 0.9) for k in (1, 2, 3)]
+    text = summary_markdown(s, cells, None)
+    assert "| independent | independent | 3 | 3/6 agents | 99 [" in text  # (100 + 99) / 2 = 99.5 with the budget for None
+    assert "experience reached the threshold faster on average" in text
+    assert "significant at the 5% level" in text and "not significant" not in text.split("**Final")[0]
+
+
+def test_summary_says_when_nobody_reached_the_threshold(tmp_path):
+    s = spec(tmp_path)
+    cells = [cell(name, kind, k, [None, None], 0.1) for name, kind in (("independent", "independent"), ("experience", "experience_sharing")) for k in (1, 2, 3)]
+    text = summary_markdown(s, cells, None)
+    assert "no agent of either condition reached the threshold within 100 episodes" in text
