@@ -31,3 +31,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Both shipped coordination experiments, in full; results land in docs/results/.
+experiments: install
+	$(PY) -m agents experiment experiments/frozenlake8x8_sharing.toml --out docs/results/frozenlake8x8_sharing
+	$(PY) -m agents experiment experiments/pursuit_joint.toml --out docs/results/pursuit_joint
