@@ -59,8 +59,8 @@ class ExperimentRun:
 
 
 def _die_with_parent() -> None:
-    """In a cell process: make it the leader of a process group of its own (pyjabber's hashing
-    pool joins it), have Linux send it SIGTERM when the runner dies (PR_SET_PDEATHSIG), and
+    """In a cell process: make it the leader of a process group of its own (any process it
+    starts joins it), have Linux send it SIGTERM when the runner dies (PR_SET_PDEATHSIG), and
     answer SIGTERM by killing the whole group, so a killed runner leaves nothing running. Ctrl-C
     is left to the runner, which kills its cells' groups itself."""
     os.setpgrp()
@@ -149,8 +149,8 @@ async def _run_process(process: multiprocessing.process.BaseProcess) -> int:
 async def _run_cells(tasks: list[CellTask], cells_dir: Path, jobs: int, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
     """Run every task, at most `jobs` at a time, one process each (pyjabber and SPADE's container
     are process-wide singletons bound to their first event loop). Returns (done, failures)."""
-    # Spawned, never forked from this process, which runs gRPC. Not daemonic: pyjabber hashes
-    # passwords in a process pool of its own, which a daemonic process may not start.
+    # Spawned, never forked from this process, which runs gRPC. Not daemonic: a daemonic
+    # process may not start processes, and pyjabber's default password hashing does.
     context = multiprocessing.get_context("spawn")
     slots = asyncio.Semaphore(jobs)
     done: list[str] = []
