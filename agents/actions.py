@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections import deque
 from pathlib import Path
@@ -290,7 +289,6 @@ class LearningActions:
         self._render_hint_json = json.dumps(hint) if hint else None
         self._overflow: deque[Record] = deque()
         self._successes: deque[bool] = deque(maxlen=success_window)
-        self._explore_draw = random.Random(learner.hp.seed).random
         self.beliefs: Optional[BeliefWriter] = None
         self._step_groups: list[_PerceptGroup] = []
         self._action_group: Optional[_PerceptGroup] = None
@@ -374,11 +372,10 @@ class LearningActions:
         self._require_open_episode(".rl_choose")
         learner, state = self.learner, self.state
         if mode == "epsilon":
-            # The learner's epsilon-greedy rule, drawn here so the label says which branch ran.
-            if self._explore_draw() < learner.epsilon:
-                action, label = learner.random_action(), "explore"
-            else:
-                action, label = learner.greedy_action(state), "greedy"
+            # The learner's own epsilon-greedy rule: while learning, ties among the best actions
+            # are broken at random (lowest-index ties would make an untrained agent walk one way).
+            action, explored = learner.choose_explained(state)
+            label = "explore" if explored else "greedy"
         elif mode == "greedy":
             action, label = learner.greedy_action(state), "greedy"
         else:

@@ -193,8 +193,19 @@ class QLearner:
         """
         if greedy:
             return int(self.q[state].argmax())
+        return self.choose_explained(state)[0]
+
+    def choose_explained(self, state: int) -> tuple[int, bool]:
+        """The epsilon-greedy ``choose``, also saying whether it explored (for telemetry labels).
+
+        Draws exactly what ``choose`` draws, so an agent that labels its actions learns the
+        same Q-table as the plain loop for the same seed.
+        """
         if self._uniform() < self.epsilon:
-            return int(self._integers(self.n_actions))
+            return int(self._integers(self.n_actions)), True
+        return self._best_action_tie_broken(state), False
+
+    def _best_action_tie_broken(self, state: int) -> int:
         values = self.q[state].tolist()
         best = max(values)
         if values.count(best) == 1:

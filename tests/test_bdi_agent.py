@@ -419,3 +419,23 @@ async def test_an_initial_goal_without_applicable_plan_is_an_asl_error(tmp_path)
     asl = plans(tmp_path, "!go.\n+!go : false <- true.\n")
     with pytest.raises(AslError, match="no applicable plan for \\+!go/0"):
         LearningAgent("nogo@localhost", "pw", config("nogo"), asl_path=asl)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("plan_file", ["learner.asl", "learner_fast.asl"])
+async def test_plans_learn_exactly_what_the_plain_loop_learns(xmpp_server, unique_jid, plan_file):
+    """Same config, same seed: the plan-driven agent's Q-table is the plain loop's, bit for bit.
+
+    This is what makes the agent's numbers trustworthy: the plans decide *when* to act, the
+    learner's own epsilon-greedy rule (random tie-breaking included) decides *what*.
+    """
+    from agents.training import train_from_config
+
+    cfg = config("twin", episodes=150, seed=7, slippery=True)
+    agent = LearningAgent(unique_jid("twin"), "pw", cfg, asl_path=ASL_DIR / plan_file,
+                          records=RecordBuffer(1_000_000), port=xmpp_server.client_port)
+    result = await run(agent)
+    assert result.ok and result.episodes == 150
+    plain = train_from_config(cfg)
+    assert result.steps == sum(plain.lengths)
+    assert (agent.learner.q == plain.learner.q).all()
