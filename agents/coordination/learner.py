@@ -7,13 +7,6 @@ Same learning as `agents.qlearning.QLearner` (it is one), plus:
   ``wire.TRANSITION_DTYPE`` array, for experience sharing;
 - ``learn_replayed``: a Q-update from a peer's transition, which changes the table but neither
   the visit counts nor the transitions to share (a peer's experience is not passed on again);
-- ``greedy_action`` breaks ties between equally valued actions at random (its own seeded
-  stream), as ``QLearner.choose`` does while learning. The agents' epsilon mode
-  (agents.actions) exploits through ``greedy_action``, whose lowest-index ties make an
-  untrained FrozenLake agent walk LEFT into the wall whenever it exploits: measured here, two
-  learners on slippery 8x8 never reached the goal in 5,000 episodes that way. Ties only remain
-  in states a table never updated, so greedy evaluation of a trained table is unaffected in
-  practice (the pursuit's final evaluation uses argmax itself).
 """
 
 from __future__ import annotations
@@ -21,10 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.coordination.wire import TRANSITION_DTYPE
-from agents.qlearning import LEARNER_STREAM, Hyperparameters, QLearner
-
-#: Spawn key of the tie-breaking stream: distinct from the environment's and the learner's.
-TIE_STREAM = LEARNER_STREAM + 1
+from agents.qlearning import Hyperparameters, QLearner
 
 
 class SharingQLearner(QLearner):
@@ -34,12 +24,6 @@ class SharingQLearner(QLearner):
         self.last_episode = np.zeros(0, dtype=TRANSITION_DTYPE)
         self._episode: list[tuple[int, int, float, int, bool]] = []
         self.replayed = 0
-        self._ties = np.random.default_rng(np.random.SeedSequence(self.hp.seed, spawn_key=(TIE_STREAM,)))
-
-    def greedy_action(self, state: int) -> int:
-        values = self.q[state]
-        tied = np.flatnonzero(values == values.max())
-        return int(tied[0]) if len(tied) == 1 else int(tied[self._ties.integers(len(tied))])
 
     def learn(self, state: int, action: int, reward: float, next_state: int, terminated: bool) -> float:
         self.visits[state, action] += 1
