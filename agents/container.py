@@ -10,6 +10,8 @@ through it. It:
   saying how to get one;
 - opens one telemetry session for the run (one `TelemetryGrpcProxy` per process, every agent's
   records tagged with its own agent_id), or writes JSON lines to stdout, or neither;
+- at the end, tells the daemon the run finished (FinishRun: TERM, or FAULT naming the agents
+  that failed);
 - builds each agent inside the running loop with its own record buffer and `TelemetryBehaviour`
   (whose gate lets daemon backpressure pause that agent's plans), starts them (bounded),
   waits for each to finish (or fail, or the stop event, or the time limit), stops it and waits
@@ -234,6 +236,17 @@ class _Telemetry:
 
     def gate(self) -> Optional[Callable[[str], Awaitable[None]]]:
         return None if self.session is None else self.session.wait_until_allowed
+
+    async def finish(self, run_id: str, failures: Sequence[AgentOutcome], timeout_s: float) -> None:
+        """Tell the daemon the run is over: TERM, or FAULT naming the failed agents (bounded;
+        a daemon that cannot finish runs leaves it to its own FAULT watch, which is logged)."""
+        if self.session is None or self.error is not None:
+            return
+        reason = "; ".join(o.error or f"agent {o.agent_id} failed" for o in failures)
+        try:
+            await asyncio.wait_for(self.session.finish_run(run_id, failure_reason=reason), timeout_s)
+        except asyncio.TimeoutError:
+            logger.warning("run %s: the daemon at %s did not confirm the run's end within %.0fs", run_id, self.config.target, timeout_s)
 
     def outcome(self) -> TelemetryOutcome:
         if self.session is None:
@@ -465,6 +478,7 @@ async def run_agents(
                 if on_started is not None:
                     on_started({slot.config.agent_id: slot.agent for slot in slots})
                 outcomes = list(await asyncio.gather(*(_supervise(slot, stop, deadline) for slot in slots)))
+                await telemetry.finish(container.run_id, [o for o in outcomes if not o.ok], close_timeout_s)
             finally:
                 if progress_task is not None:
                     progress_task.cancel()

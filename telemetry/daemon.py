@@ -17,6 +17,11 @@ then continue live (``telemetry.hub``); ``agent_id`` filters. WatchRuns does the
 run changes: every change after ``since_seq`` (a global, increasing seq), then live.
 Readers need no token.
 
+Finishing: FinishRun (extension) needs a token for the run from a producer (not an
+"operator"). It hands every open publish stream's buffered records of the run to the writer
+first; the writer commits in submission order, so the run's TERM/FAULT is committed (and
+announced) only after everything already published for it.
+
 Runs: see ``telemetry.runs`` for the state machine. RegisterWorker creates unknown runs
 (except for worker_kind "operator", which may only join existing runs, e.g. to send control
 events) and returns a new session token for that run (see ``telemetry.auth``).
@@ -50,8 +55,8 @@ from telemetry.dashboard import DashboardServer, DashboardStartError, start_dash
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
-from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, RunConflict, RunRegistry, RunState,
-                            UnknownRun)
+from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunConflict,
+                            RunRegistry, RunState, UnknownRun)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
 
@@ -206,6 +211,12 @@ class _PublishStream:
                                                    on_commit=self._daemon.publish_live)
         self._inflight.append(future)
 
+    def submit_buffered(self) -> list[asyncio.Future]:
+        """Hand what the stream buffered to the writer now; the futures of everything it
+        submitted that is not committed yet."""
+        self._flush()
+        return [f for f in self._inflight if not f.done()]
+
     async def _settle(self) -> None:
         """Before refusing the stream: commit what it sent so far, so the refusal means
         "everything before this message is stored"."""
@@ -305,6 +316,29 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         except UnknownRun as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.CancelRunResponse()
+
+    async def FinishRun(self, request: pb.FinishRunRequest, context: grpc.aio.ServicerContext) -> pb.FinishRunResponse:
+        session = await self._session(context)
+        if request.run_id != session.run_id:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                f"the session token is not valid for run '{request.run_id}'")
+        if session.worker_kind == OPERATOR_KIND:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"only a producer of run '{request.run_id}' can finish it, not an operator")
+        run = await self._run(request.run_id, context)
+        # Everything published for the run before this call is committed before the run ends
+        # (the writer commits in submission order; waiting also surfaces nothing to us).
+        pending = [f for stream in list(self._d.open_publish_streams) if stream.run is run
+                   for f in stream.submit_buffered()]
+        if pending:
+            await asyncio.wait(pending)
+        try:
+            await self._d.registry.finish(run.run_id, request.failure_reason)
+        except InvalidTransition as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.info("run %s: finished by %s: %s", run.run_id, session.worker_id or session.worker_kind,
+                 run.status.name + (f" ({run.failure_reason})" if run.failure_reason else ""))
+        return pb.FinishRunResponse(status=int(run.status))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
         runs = self._d.registry.list(set(request.status_filter))

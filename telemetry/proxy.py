@@ -537,6 +537,60 @@ class TelemetrySession:
         self._raise_if_fatal()
         await self._spool.sync_async()
 
+    async def finish_run(self, run_id: str | None = None, failure_reason: str = "") -> bool:
+        """Tell the daemon the run is over (FinishRun extension): TERM when `failure_reason`
+        is empty, else FAULT with that reason. Flushes first, so the daemon has every record
+        accepted so far before the run ends; while records wait in the spool (the daemon is or
+        was away) the run is not finished and the answer is False.
+
+        Returns True when the daemon finished the run. A daemon that cannot be reached,
+        refuses the call, or does not implement FinishRun (the reference daemon) is logged
+        and gives False: ending a run is bookkeeping, never a reason to fail the producer.
+        """
+        run_id = run_id or self._run_id
+        if not run_id:
+            raise ValueError("finish_run needs a run_id (the session has no default run)")
+        if not self._open:
+            raise SessionClosedError()
+        link = self._link_without_control(run_id)
+        assert self._stub is not None
+        request = trainer_pb2.FinishRunRequest(run_id=run_id, failure_reason=failure_reason)
+        try:
+            await self.flush()   # raises the session's fatal error, if telemetry already stopped
+            if self._spool.has_pending():
+                # The daemon is away (or was): a run must not end before it holds every record.
+                log.warning("%s: not finishing the run on daemon %s: records wait in the spool "
+                            "under %s for a later session to replay", link.describe(),
+                            self._target, self._spool.target_dir)
+                return False
+            await self._ensure_registered(link)
+            try:
+                response = await self._stub.FinishRun(request, metadata=link.metadata,
+                                                      timeout=self._proxy.connect_timeout_s)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in _AUTH_CODES:
+                    raise
+                # The daemon forgot our token (e.g. a new database): register again, once.
+                await self._ensure_registered(link, stale_token=link.token)
+                response = await self._stub.FinishRun(request, metadata=link.metadata,
+                                                      timeout=self._proxy.connect_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("%s: daemon %s has no FinishRun (reference daemon?); the run stays as "
+                         "the daemon sees it", link.describe(), self._target)
+            else:
+                log.warning("%s: could not finish the run on daemon %s: %s: %s", link.describe(),
+                            self._target, err.code().name, err.details())
+            return False
+        except (TelemetryError, _DaemonUnavailable, _Refused) as err:
+            log.warning("%s: could not finish the run on daemon %s: %s", link.describe(),
+                        self._target, err)
+            return False
+        log.info("%s: finished on daemon %s as %s%s", link.describe(), self._target,
+                 trainer_pb2.RunStatus.Name(response.status),
+                 f" ({failure_reason})" if failure_reason else "")
+        return True
+
     # -- accepting ---------------------------------------------------------------------
     def _check_accepting(self, run_id: str) -> None:
         self._raise_if_fatal()

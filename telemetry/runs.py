@@ -9,8 +9,13 @@ States (MOSAIC/1.0 ``RunStatus``) and what moves a run between them:
     FAULT -- RDY/EXEC/PAUSE with no open producer stream (publish or subscribed control
              stream) and no heartbeat, registration or publish for ``fault_after_s``;
              a later registration (-> RDY) or publish (-> EXEC) recovers it
-    TERM  -- CancelRun; terminal. Telemetry still arriving for a TERM run (late flushes,
-             spool replays) is stored, but the run never leaves TERM.
+    TERM  -- CancelRun, or a clean FinishRun; terminal. Telemetry still arriving for a TERM
+             run (late flushes, spool replays) is stored, but the run never leaves TERM.
+
+FinishRun (a producer's "my agents are done") moves a RDY/EXEC/PAUSE/FAULT run to TERM, or,
+with a failure reason, to FAULT with that reason. A run finished FAULT is *finished*: it
+stays FAULT (later publishes, heartbeats and registrations do not revive it, and the FAULT
+watch only looks at live runs), and a second finish of a finished run changes nothing.
 
 Only the transitions in ``TRANSITIONS`` happen; a control event that would need another
 (pause a run that is INIT, FAULT or TERM) is refused with ``ControlRefused``. HSHK is part
@@ -107,6 +112,7 @@ class RunState:
     agent_max_rate_hz: dict[str, int] = field(default_factory=dict)
     open_streams: int = 0
     last_activity: float = 0.0
+    finished: bool = False
 
     @classmethod
     def from_row(cls, row: RunRow, now: float) -> "RunState":
@@ -115,12 +121,14 @@ class RunState:
                    row.updated_at_ns, row.last_heartbeat_ns, row.failure_reason, row.seq_id,
                    set(control.get("paused_agents", [])), int(control.get("max_rate_hz", 0)),
                    {k: int(v) for k, v in control.get("agent_max_rate_hz", {}).items()},
-                   last_activity=now)
+                   last_activity=now, finished=bool(control.get("finished", False)))
 
     def row(self) -> RunRow:
         """An immutable snapshot for the store and WatchRuns."""
         control = {"paused_agents": sorted(self.paused_agents), "max_rate_hz": self.max_rate_hz,
                    "agent_max_rate_hz": self.agent_max_rate_hz}
+        if self.finished:   # persisted so a restarted daemon keeps a finished FAULT run FAULT
+            control["finished"] = True
         return RunRow(self.run_id, int(self.status), self.digest, self.config_json, self.created_at_ns,
                       self.updated_at_ns, self.last_heartbeat_ns, self.failure_reason, self.seq_id,
                       json.dumps(control, sort_keys=True))
@@ -220,7 +228,7 @@ class RunRegistry:
             self._save(run, announce=True)
         if producer:
             run.last_activity = self._clock()
-            if run.status in (S.INIT, S.FAULT, S.HSHK):
+            if run.status in (S.INIT, S.FAULT, S.HSHK) and not run.finished:
                 await self._move(run, S.RDY)
         return run
 
@@ -231,12 +239,35 @@ class RunRegistry:
             await self._move(run, S.TERM)
         return run
 
+    async def finish(self, run_id: str, failure_reason: str = "") -> RunState:
+        """FinishRun: TERM when ``failure_reason`` is empty, else FAULT with that reason.
+        The caller makes sure everything published for the run is committed first. A run
+        already finished (or TERM) is left as it is."""
+        run = self.require(run_id)
+        if run.finished or run.status is S.TERM:
+            log.info("run %s: already finished (%s); finish ignored", run_id, run.status.name)
+            return run
+        target = S.FAULT if failure_reason else S.TERM
+        if target not in TRANSITIONS[run.status] and run.status is not S.FAULT:
+            raise InvalidTransition(f"run '{run_id}' is {run.status.name}: only a RDY, EXEC, PAUSE or FAULT "
+                                    f"run can be finished")
+        run.finished = True
+        if not failure_reason:
+            await self._move(run, S.TERM, "finished")
+        elif run.status is S.FAULT:   # FAULT -> FAULT is no transition: replace the reason
+            log.info("run %s: FAULT, finished (%s)", run_id, failure_reason)
+            run.failure_reason = failure_reason
+            await self._save(run, announce=True)
+        else:
+            await self._move(run, S.FAULT, failure_reason)
+        return run
+
     def heartbeat(self, run_id: str) -> RunState:
-        """Heartbeat: the run's worker is alive; a FAULT run recovers to RDY."""
+        """Heartbeat: the run's worker is alive; a FAULT run recovers to RDY (unless finished)."""
         run = self.require(run_id)
         run.last_activity = self._clock()
         run.last_heartbeat_ns = time.time_ns()
-        if run.status is S.FAULT:
+        if run.status is S.FAULT and not run.finished:
             self._move(run, S.RDY)
         else:
             self._save(run, announce=False)
@@ -245,6 +276,8 @@ class RunRegistry:
     def publish_seen(self, run: RunState) -> None:
         """Telemetry arrived for ``run``: it is alive, and executing unless paused or over."""
         run.last_activity = self._clock()
+        if run.finished:
+            return
         if run.status in (S.INIT, S.HSHK):
             self._move(run, S.RDY)
         if run.status in (S.RDY, S.FAULT):

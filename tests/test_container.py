@@ -21,6 +21,7 @@ from agents.demo import stored_counts
 from agents.progress import SummaryRow, describe_telemetry, summary_table
 from agents.xmpp_server import free_port
 from telemetry.daemon import serve
+from telemetry.runs import RunStatus
 from tests.fixtures_daemon import PROJECT_ROOT, run_env
 
 QUICK = {"alpha": 0.5, "gamma": 0.95, "epsilon_start": 1.0, "epsilon_min": 0.05, "epsilon_decay": 0.98}
@@ -80,6 +81,9 @@ async def test_two_agents_learn_and_the_daemon_holds_each_ones_records(agents_xm
     episodes = daemon.store.read_episodes("container-two", agent_id="sprinter", limit=1000)
     assert [e.episode_index for e in episodes] == list(range(300))
     assert sum(e.steps for e in episodes) == stored["sprinter"][0]
+    # The container finished its run: TERM, not left in EXEC for the FAULT watch.
+    finished = daemon.store.get_run("container-two")
+    assert finished.status == RunStatus.TERM and not finished.failure_reason
 
 
 @pytest.mark.timeout(120)

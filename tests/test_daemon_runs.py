@@ -200,3 +200,85 @@ async def test_pause_needs_a_live_run(daemon) -> None:
         assert await statuses(stub, "idle") is S.INIT
         error = await refused(control(stub, worker, pb.ControlEvent(run_id="idle", pause=True)))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def finish(stub, run_id: str, auth, failure_reason: str = "") -> pb.FinishRunResponse:
+    return await stub.FinishRun(pb.FinishRunRequest(run_id=run_id, failure_reason=failure_reason), metadata=auth)
+
+
+@pytest.mark.timeout(60)
+async def test_finished_runs_end_term_or_fault_and_stay_so(start_daemon) -> None:
+    daemon = await start_daemon(fault_after_s=0.3)
+    channel, stub = stub_for(daemon)
+    async with channel:
+        watch = stub.WatchRuns(pb.WatchRunsRequest(status_filter=[S.TERM, S.FAULT]))
+        clean = await register(stub, "clean")
+        await stub.PublishRunSteps(iterate(*steps("clean", "a", 3)), metadata=clean)
+        assert (await finish(stub, "clean", clean)).status == S.TERM
+        failed = await register(stub, "failed")
+        await stub.PublishRunSteps(iterate(*steps("failed", "a", 3)), metadata=failed)
+        answer = await finish(stub, "failed", failed, "agent a failed: boom")
+        assert answer.status == S.FAULT
+
+        seen = {}
+        async for record in watch:
+            seen[record.run_id] = record
+            if len(seen) == 2:
+                break
+        watch.cancel()
+        assert seen["clean"].status == S.TERM and not seen["clean"].HasField("failure_reason")
+        assert seen["failed"].status == S.FAULT and seen["failed"].failure_reason == "agent a failed: boom"
+
+        # A run registered now goes silent and FAULTs after fault_after_s: by then the finished
+        # runs have been through the FAULT watch too, and nothing moved them.
+        await register(stub, "witness")
+        await wait_until(lambda: daemon.registry.get("witness").status is S.FAULT, what="the witness FAULT")
+        # Late telemetry, heartbeats and a second finish are stored or answered, but change nothing.
+        await stub.PublishRunSteps(iterate(*steps("failed", "a", 2, first=3)), metadata=failed)
+        await stub.Heartbeat(pb.HeartbeatRequest(run_id="failed"))
+        await register(stub, "failed")
+        assert (await finish(stub, "clean", clean, "too late")).status == S.TERM
+        assert (await finish(stub, "failed", failed)).status == S.FAULT
+        runs = {r.run_id: r for r in (await stub.ListRuns(pb.ListRunsRequest())).runs}
+        assert runs["clean"].status == S.TERM
+        assert runs["failed"].status == S.FAULT and runs["failed"].failure_reason == "agent a failed: boom"
+        assert daemon.store.counts("failed").steps == 5
+
+
+@pytest.mark.timeout(60)
+async def test_finish_commits_what_open_streams_buffered_first(start_daemon, monkeypatch) -> None:
+    from telemetry.daemon import _PublishStream
+    monkeypatch.setattr(_PublishStream, "FLUSH_DELAY_S", 3600.0)   # records stay buffered until finish
+    daemon = await start_daemon()
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, "buffered")
+        hold = asyncio.Event()
+
+        async def held_open():
+            for step in steps("buffered", "a", 5):
+                yield step
+            await hold.wait()
+
+        call = stub.PublishRunSteps(held_open(), metadata=auth)
+        await wait_until(lambda: any(s.run is not None and s.run.run_id == "buffered" and s._pending_count == 5
+                                     for s in daemon.open_publish_streams), what="5 buffered steps")
+        assert daemon.store.counts("buffered").steps == 0
+        assert (await finish(stub, "buffered", auth)).status == S.TERM
+        assert daemon.store.counts("buffered").steps == 5
+        assert daemon.store.get_run("buffered").status == S.TERM
+        hold.set()
+        assert (await call).accepted == 5
+
+
+async def test_finish_run_needs_a_producer_token_of_the_run(daemon) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        mine = await register(stub, "mine")
+        other = await register(stub, "other")
+        operator = await register(stub, "mine", worker_kind="operator")
+        for auth in ((), (("authorization", "Bearer not-a-token"),), other):
+            error = await refused(finish(stub, "mine", auth))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await refused(finish(stub, "mine", operator))).code() == grpc.StatusCode.PERMISSION_DENIED
+        assert await statuses(stub, "mine") is S.RDY

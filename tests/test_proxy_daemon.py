@@ -318,3 +318,44 @@ async def test_daemon_without_the_batch_extension_gets_per_record_streams(
     assert tx.stats.delivered == 1_001 and tx.stats.spooled == 0
     counts = daemon.store.counts("run-ref")
     assert (counts.steps, counts.episodes) == (1_000, 1)
+
+
+@pytest.mark.timeout(60)
+async def test_finish_run_flushes_then_ends_the_run(daemon, tmp_path: Path) -> None:
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool", flush_interval_s=60.0)
+    async with proxy.session("run-done") as tx:
+        for i in range(500):
+            await tx.emit_step(**step_kwargs(i, "a", "run-done"))
+        assert await tx.finish_run() is True
+        # The run ended only after the records sent before the call were stored.
+        assert daemon.store.counts("run-done").steps == 500
+        assert daemon.registry.get("run-done").status.name == "TERM"
+    async with proxy.session("run-failed") as tx:
+        await tx.emit_step(**step_kwargs(0, "a", "run-failed"))
+        assert await tx.finish_run("run-failed", failure_reason="agent a failed") is True
+    run = daemon.store.get_run("run-failed")
+    assert (run.status, run.failure_reason) == (pb.RUN_STATUS_FAULT, "agent a failed")
+
+
+@pytest.mark.timeout(60)
+async def test_finish_run_without_a_daemon_that_finishes_returns_false(
+        start_daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The reference daemon has no FinishRun, and a daemon may be down: logged, never raised."""
+    async def only_mosaic(self, request, context) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(TrainerService, "FinishRun", only_mosaic)
+    daemon = await start_daemon()
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session("run-ref") as tx:
+        await tx.emit_step(**step_kwargs(0, "a", "run-ref"))
+        assert await tx.finish_run() is False
+    assert daemon.store.counts("run-ref").steps == 1
+    assert daemon.registry.get("run-ref").status.name == "EXEC"
+
+    down = TelemetryGrpcProxy(f"127.0.0.1:{free_port()}", spool_dir=tmp_path / "spool-down",
+                              connect_timeout_s=0.5, close_timeout_s=0.5, **FAST_RECONNECT)
+    async with down.session("run-down") as tx:
+        assert await tx.finish_run() is False        # nothing spooled: the call itself fails
+        await tx.emit_step(**step_kwargs(0, "a", "run-down"))
+        assert await tx.finish_run() is False        # a spooled record: not finished before it lands

@@ -317,3 +317,17 @@ class StreamMessagesRequest(_message.Message):
     since_seq: int
     agent_id: str
     def __init__(self, run_id: _Optional[str] = ..., since_seq: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class FinishRunRequest(_message.Message):
+    __slots__ = ("run_id", "failure_reason")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    failure_reason: str
+    def __init__(self, run_id: _Optional[str] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+
+class FinishRunResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: RunStatus
+    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ...) -> None: ...

@@ -105,6 +105,11 @@ class TrainerServiceStub:
                 request_serializer=trainer__pb2.StreamMessagesRequest.SerializeToString,
                 response_deserializer=trainer__pb2.CoordinationMessage.FromString,
                 _registered_method=True)
+        self.FinishRun = channel.unary_unary(
+                '/gymgui.trainer.TrainerService/FinishRun',
+                request_serializer=trainer__pb2.FinishRunRequest.SerializeToString,
+                response_deserializer=trainer__pb2.FinishRunResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -199,6 +204,16 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FinishRun(self, request, context):
+        """Extension: a producer ends its run once its agents are done: TERM when
+        failure_reason is empty, else FAULT with that reason. Needs the run's session
+        token (`authorization: Bearer <token>`); takes effect after everything already
+        published for the run is committed. A finished run stays as it was finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +286,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.StreamRunMessages,
                     request_deserializer=trainer__pb2.StreamMessagesRequest.FromString,
                     response_serializer=trainer__pb2.CoordinationMessage.SerializeToString,
+            ),
+            'FinishRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishRun,
+                    request_deserializer=trainer__pb2.FinishRunRequest.FromString,
+                    response_serializer=trainer__pb2.FinishRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +671,33 @@ class TrainerService:
             '/gymgui.trainer.TrainerService/StreamRunMessages',
             trainer__pb2.StreamMessagesRequest.SerializeToString,
             trainer__pb2.CoordinationMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gymgui.trainer.TrainerService/FinishRun',
+            trainer__pb2.FinishRunRequest.SerializeToString,
+            trainer__pb2.FinishRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
