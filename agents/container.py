@@ -35,12 +35,9 @@ import secrets
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Awaitable, Callable, Optional, Sequence
-
-import attrs
 
 from agents.asl_check import AslError
 from agents.bdi_agent import AgentResult, AgentStartError, LearningAgent
@@ -49,6 +46,10 @@ from agents.progress import AgentProgress, ProgressBoard, SummaryRow, print_run_
 from agents.records import RecordBuffer
 from agents.telemetry_behaviour import DEFAULT_PERIOD_S, DiscardSink, JsonlSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import EmbeddedXmppServer, XmppServerError, start_xmpp_server, xmpp_reachable_async
+
+# agents/experiment/cell.py still imports it from here; its owner can import it from
+# agents.xmpp_server (or drop the call: start_xmpp_server does it), and then this line goes.
+from agents.xmpp_server import hash_passwords_in_threads  # noqa: F401
 from telemetry import TelemetryGrpcProxy
 from telemetry.errors import TelemetryError
 from telemetry.proxy import TelemetrySession
@@ -189,28 +190,8 @@ async def _start_embedded(host: str, port: int, say: Callable[[str], None], why:
         server = await start_xmpp_server(client_port=port, server_port=0, host=host)
     except XmppServerError as err:
         raise ContainerError(str(err)) from None
-    hash_passwords_in_threads()
     say(f"{why + '; ' if why else ''}started an embedded XMPP server at {host}:{server.client_port}")
     return server.client_port, server
-
-
-def hash_passwords_in_threads() -> None:
-    """Make the running embedded XMPP server hash registrations in threads, not forked processes.
-
-    pyjabber forks its hashing workers lazily, at the first registrations, when gRPC threads
-    (the proxy, an in-process daemon) are busy; with gRPC's fork support on (its default unless
-    GRPC_ENABLE_FORK_SUPPORT=false is set before gRPC loads) such a child can crash, and every
-    registration after it hangs. hashlib.pbkdf2_hmac releases the GIL: threads hash in parallel
-    just as well. Call it once the server runs; it is idempotent.
-    """
-    from pyjabber import AppConfig
-
-    config = AppConfig.app_config
-    if config is not None and not isinstance(config.process_pool_exe, ThreadPoolExecutor):
-        forking_pool = config.process_pool_exe
-        hashing_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="xmpp-hash")
-        AppConfig.app_config = attrs.evolve(config, process_pool_exe=hashing_threads)
-        forking_pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------ telemetry

@@ -14,8 +14,8 @@ What this module does differently from starting pyjabber's `Server` by hand:
   `SystemExit` raised inside an asyncio task, which would tear down the whole event loop;
 - pyjabber's SIGINT/SIGTERM handlers (which raise `SystemExit`) are removed again once it runs,
   so the embedding program keeps control of its signals;
-- stop() shuts down the process pool pyjabber uses for password hashing, so no worker
-  processes outlive it.
+- registrations are hashed in threads, not in the worker processes pyjabber forks for it
+  (`hash_passwords_in_threads` says why), and stop() shuts that pool down.
 
 pyjabber keeps its configuration and database in module globals: run at most one embedded
 server per process at a time.
@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,26 @@ class EmbeddedXmppServer:
         await self.stop()
 
 
+def hash_passwords_in_threads() -> None:
+    """Make the running pyjabber server hash registrations in threads, not forked processes.
+
+    pyjabber forks its hashing workers lazily, at the first registrations, when gRPC threads
+    (a telemetry proxy, an in-process daemon) may be busy; with gRPC's fork support on (its
+    default unless GRPC_ENABLE_FORK_SUPPORT=false is set before gRPC loads) such a child can
+    crash, and every registration after it hangs. hashlib.pbkdf2_hmac releases the GIL:
+    threads hash in parallel just as well. `start_xmpp_server` calls it; it is idempotent.
+    """
+    import attrs
+    from pyjabber import AppConfig
+
+    config = AppConfig.app_config
+    if config is not None and not isinstance(config.process_pool_exe, ThreadPoolExecutor):
+        forking_pool = config.process_pool_exe
+        hashing_threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="xmpp-hash")
+        AppConfig.app_config = attrs.evolve(config, process_pool_exe=hashing_threads)
+        forking_pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _shutdown_process_pool() -> None:
     from pyjabber import AppConfig
 
@@ -192,6 +214,7 @@ async def start_xmpp_server(
         raise
     finally:
         _restore_signal_handlers(previous_handlers)
+    hash_passwords_in_threads()  # before any client can register
     logger.info("embedded XMPP server listening on %s:%d (server-to-server %d)", host, client_port, server_port)
     return embedded
 

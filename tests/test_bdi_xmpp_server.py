@@ -22,6 +22,15 @@ async def test_session_server_accepts_clients(xmpp_server):
     assert xmpp_server.client_port != xmpp_server.server_port
 
 
+async def test_registrations_are_hashed_in_threads_not_forked_processes(xmpp_server):
+    """A process forked while gRPC threads run can crash and hang every later registration."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyjabber import AppConfig
+
+    assert isinstance(AppConfig.app_config.process_pool_exe, ThreadPoolExecutor)
+
+
 async def test_admin_page_is_not_started(xmpp_server):
     # pyjabber's admin page always binds port 9090; ours is configured without it, so test runs
     # and embedded servers never fight over that port.
