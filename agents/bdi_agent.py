@@ -262,7 +262,11 @@ class LearningAgent(BDIAgent):
         return self.result
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect and release the environments. Ends learning first if it is still running."""
+        """Disconnect and release the environments. Ends learning first if it is still running:
+        the reasoning behaviour is killed before the result is taken, so no plan step runs after
+        it (SPADE's own stop kills behaviours later, from a task of its own)."""
+        if self.bdi is not None:
+            self.bdi.kill()
         if not self._finished.is_set():
             self._finish("agent stopped before its plans finished", evaluate=False)
         try:

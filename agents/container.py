@@ -363,11 +363,6 @@ async def _stop(slot: _Slot) -> None:
     """End the agent's plans, disconnect it (bounded) and wait for its telemetry behaviour to
     drain (bounded)."""
     agent = slot.agent
-    if agent.result is None and agent.bdi is not None:
-        # Still learning: end the reasoning cycle now. LearningAgent.stop() takes the result
-        # first and kills behaviours in a task of its own, and in between a pending plan step
-        # would still run: a step after the result was taken, or an action on a closed episode.
-        agent.bdi.kill()
     await agent.stop(timeout=STOP_TIMEOUT_S)
     if slot.started and not await slot.behaviour.wait_drained(DRAIN_TIMEOUT_S):
         logger.warning(

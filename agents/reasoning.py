@@ -272,6 +272,8 @@ class ReasoningBehaviour(BDIBehaviour):
             while not self.queue.empty() or agent.bdi_intention_buffer:
                 await super().run()
                 await self._finish_deferred()
+            if self.is_killed():  # killed while a message or deferred work was awaited
+                return
             ran = await self._run_batch(agent.bdi_agent)
         except Exception as err:
             self._fail(err)
@@ -296,6 +298,8 @@ class ReasoningBehaviour(BDIBehaviour):
                 count += 1
                 if self._deferred is not None:
                     await self._finish_deferred()
+                    if self.is_killed():  # killed (e.g. by stop()) while the work was awaited
+                        return True
                 if not count & 31 and clock() > deadline:
                     return True
         finally:

@@ -439,3 +439,34 @@ async def test_plans_learn_exactly_what_the_plain_loop_learns(xmpp_server, uniqu
     plain = train_from_config(cfg)
     assert result.steps == sum(plain.lengths)
     assert (agent.learner.q == plain.learner.q).all()
+
+
+@pytest.mark.timeout(60)
+async def test_stop_while_learning_takes_the_result_after_the_last_plan_step(xmpp_server, unique_jid, tmp_path):
+    # Endless step-by-step learning; the gate yields like a real one, so a step is always pending.
+    asl = plans(tmp_path, """
+        !learn.
+        +!learn <- .rl_reset; while (not done) { .rl_choose(epsilon); .rl_step; .rl_learn }; .rl_end_episode; !!learn.
+    """)
+
+    async def gate(agent_id: str) -> None:
+        await asyncio.sleep(0)
+
+    records = RecordBuffer(capacity=1_000_000)
+    agent = LearningAgent(unique_jid("stopped"), "pw", config("stopped", episodes=10**6), asl_path=asl,
+                          records=records, port=xmpp_server.client_port, gate=gate)
+    await agent.start()
+    try:
+        deadline = time.monotonic() + 20
+        while agent.total_steps < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        await agent.stop()
+    result = agent.result
+    assert result.stop_reason == "agent stopped before its plans finished"
+    assert agent.bdi.is_killed()
+    for _ in range(20):  # give a stray reasoning turn every chance to run
+        await asyncio.sleep(0)
+    assert (agent.total_steps, agent.episodes_done) == (result.steps, result.episodes)
+    steps, episodes = steps_and_episodes(records)
+    assert (len(steps), len(episodes)) == (result.steps, result.episodes)
