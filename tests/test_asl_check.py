@@ -24,11 +24,23 @@ def _config(tmp_path, asl) -> AgentConfig:
     return AgentConfig(agent_id="checker", run_id="asl-check", env_id="FrozenLake-v1", episodes=1, asl=asl)
 
 
-async def test_shipped_plan_libraries_are_valid(tmp_path):
-    for path in sorted(ASL_DIR.glob("*.asl")):
+async def test_shipped_learner_plan_libraries_are_valid(tmp_path):
+    learner_plans = [p for p in sorted(ASL_DIR.glob("*.asl")) if not p.name.startswith("coord_")]
+    assert learner_plans
+    for path in learner_plans:
         # Constructing the agent validates with the real action registry (no server needed).
         agent = LearningAgent(f"ok-{path.stem}@localhost", "pw", _config(tmp_path, path), records=RecordBuffer())
         assert agent.bdi_agent is not None
+
+
+def test_shipped_coordination_plan_libraries_are_valid_for_coordinating_agents():
+    from agents.coordination.agent import plan_actions
+
+    coordination_plans = sorted(ASL_DIR.glob("coord_*.asl"))
+    assert coordination_plans
+    actions = plan_actions()
+    for path in coordination_plans:
+        check_asl(path, actions)
 
 
 async def test_syntax_error_names_file_and_line(tmp_path):
