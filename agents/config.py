@@ -13,7 +13,7 @@ Container file (TOML; JSON with the same structure is accepted too)::
 
     [xmpp]                                  # optional; defaults shown
     host = "localhost"
-    port = 5222
+    port = 5222                             # 0 (with embedded = true): a free port
     embedded = false                        # true: start an XMPP server in-process
 
     [telemetry]                             # optional; defaults shown
@@ -479,8 +479,16 @@ def _xmpp(values: Mapping[str, Any], path: str, names: Mapping[str, str] | None 
     host = _string(values.get("host", DEFAULT_XMPP_HOST), where("host"))
     if not _HOST.match(host):
         raise ConfigError(f"{where('host')} must be a host name or address, got {host!r}", key=where("host"))
-    port = _integer(values.get("port", DEFAULT_XMPP_PORT), where("port"), minimum=1, maximum=65535)
     embedded = _boolean(values.get("embedded", False), where("embedded"))
+    # 0 asks the embedded server for a free port (as `--xmpp-port 0` does); a server that is
+    # already running needs its real port.
+    port = _integer(values.get("port", DEFAULT_XMPP_PORT), where("port"), minimum=0, maximum=65535)
+    if port == 0 and not embedded:
+        raise ConfigError(
+            f"{where('port')} = 0 (a free port) needs {where('embedded')} = true; to use a running XMPP "
+            f"server give the port it listens on (e.g. {DEFAULT_XMPP_PORT})",
+            key=where("port"),
+        )
     return XmppConfig(host=host, port=port, embedded=embedded)
 
 

@@ -174,7 +174,7 @@ def test_worker_json_extra_carries_everything(tmp_path):
         (
             '{"run_id":"r","env_id":"FrozenLake-v1","agent_id":"a","episodes":1,"extra":{"xmpp_port":70000}}',
             "extra.xmpp_port",
-            "must be an integer in [1, 65535], got 70000",
+            "must be an integer in [0, 65535], got 70000",
         ),
         (
             '{"run_id":"r","env_id":"FrozenLake-v1","agent_id":"a","episodes":1,"extra":{"telemetry_target":"nohost"}}',
@@ -273,6 +273,8 @@ def test_container_json_is_the_same_structure(config_dir):
         (lambda d: d["agents"][0].update(max_steps_per_episode=0), "agents[0].max_steps_per_episode", "got 0"),
         (lambda d: d.update(xmpp={"prot": 1}), "xmpp.prot", "did you mean 'port'?"),
         (lambda d: d.update(xmpp={"host": "a b"}), "xmpp.host", "got 'a b'"),
+        (lambda d: d.update(xmpp={"port": 0}), "xmpp.port", "xmpp.port = 0 (a free port) needs xmpp.embedded = true"),
+        (lambda d: d.update(xmpp={"port": -1, "embedded": True}), "xmpp.port", "got -1"),
         (lambda d: d.update(telemetry={"target": "h:99999"}), "telemetry.target", "got 'h:99999'"),
         (lambda d: d.update(telemetry="x"), "telemetry", "must be a table"),
         (lambda d: d["agents"].append("x"), "agents[2]", "must be a table"),
@@ -414,3 +416,16 @@ def test_config_objects_are_immutable():
         config.episodes = 3  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.hyperparameters.alpha = 0.5  # type: ignore[misc]
+
+
+def test_xmpp_port_0_means_a_free_port_for_an_embedded_server(tmp_path):
+    path = tmp_path / "embedded.toml"
+    path.write_text('run_id = "r"\n[xmpp]\nport = 0\nembedded = true\n'
+                    '[[agents]]\nagent_id = "a"\nenv_id = "FrozenLake-v1"\n')
+    xmpp = load_container_config(path).xmpp
+    assert (xmpp.port, xmpp.embedded) == (0, True)
+    guide = '{"run_id":"r","env_id":"FrozenLake-v1","agent_id":"a","episodes":1,"extra":{%s}}'
+    assert parse_worker_json(guide % '"xmpp_port":0,"xmpp_embedded":true').xmpp.port == 0
+    with pytest.raises(ConfigError) as caught:
+        parse_worker_json(guide % '"xmpp_port":0')
+    assert caught.value.key == "extra.xmpp_port" and "extra.xmpp_embedded = true" in str(caught.value)
