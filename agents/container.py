@@ -46,10 +46,6 @@ from agents.progress import AgentProgress, ProgressBoard, SummaryRow, print_run_
 from agents.records import RecordBuffer
 from agents.telemetry_behaviour import DEFAULT_PERIOD_S, DiscardSink, JsonlSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import EmbeddedXmppServer, XmppServerError, start_xmpp_server, xmpp_reachable_async
-
-# agents/experiment/cell.py still imports it from here; its owner can import it from
-# agents.xmpp_server (or drop the call: start_xmpp_server does it), and then this line goes.
-from agents.xmpp_server import hash_passwords_in_threads  # noqa: F401
 from telemetry import TelemetryGrpcProxy
 from telemetry.errors import TelemetryError
 from telemetry.proxy import TelemetrySession

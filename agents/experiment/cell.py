@@ -29,7 +29,7 @@ import numpy as np
 
 from agents.bdi_agent import LearningAgent
 from agents.config import AgentConfig, TelemetryConfig
-from agents.container import agent_jid, hash_passwords_in_threads
+from agents.container import agent_jid
 from agents.coordination.agent import CoordinatingAgent
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
 from agents.experiment.spec import Condition, ExperimentSpec
@@ -204,7 +204,6 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
     run_id = f"{spec.name}.{condition.name}.seed{task.seed}.{secrets.token_hex(3)}"
     started = time.monotonic()
     server = await start_xmpp_server(client_port=0, server_port=0)
-    hash_passwords_in_threads()  # no forked pyjabber workers beside the telemetry proxy's gRPC threads
     agents: list[CoordinatingAgent] = []
     world: Optional[WorldAgent] = None
     try:
