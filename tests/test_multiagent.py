@@ -3,13 +3,17 @@ through the environment agent over XMPP: trained hunters capture more often than
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import envs.multiagent  # noqa: F401 - registers MosaicPursuit-v0
-from agents.experiment.cell import CellTask, run_cell
+from agents.experiment.cell import CellTask
+from agents.experiment.runner import run_cell_process
 from agents.experiment.spec import parse_experiment
 from envs import InvalidEnvKwargsError, make_env
 from envs.multiagent import PURSUIT_ENV_ID, PursuitWorld, joint_state_index, sensation_index, wrap_offset
@@ -99,12 +103,24 @@ def hunting_spec(tmp_path: Path, episodes: int = 120):
     )
 
 
+def run_cells(tasks: list[CellTask], out_dir: Path) -> list[dict]:
+    """Run cells as the experiment runner does, each in a fresh spawned process.
+
+    A cell starts its own embedded XMPP server, and pyjabber keeps its server in module globals:
+    in this process it would clobber the session's server that other tests use.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+        paths = [pool.submit(run_cell_process, task, str(out_dir)).result(timeout=120) for task in tasks]
+    return [json.loads(Path(path).read_text()) for path in paths]
+
+
 @pytest.mark.timeout(150)
-async def test_trained_hunters_capture_more_often_than_random_ones(tmp_path):
+def test_trained_hunters_capture_more_often_than_random_ones(tmp_path):
     spec = hunting_spec(tmp_path)
     by_name = {c.name: c for c in spec.conditions}
-    trained = await run_cell(CellTask(spec, by_name["independent"], 1, None, None))
-    random = await run_cell(CellTask(spec, by_name["random"], 1, None, None))
+    trained, random = run_cells([CellTask(spec, by_name["independent"], 1, None, None),
+                                 CellTask(spec, by_name["random"], 1, None, None)], tmp_path)
     trained_capture = trained["agents"][0]["final_greedy_success"]
     random_capture = random["agents"][0]["final_greedy_success"]
     # Both hunters of a cell share the one joint evaluation (200 episodes, the same seed).
@@ -122,10 +138,10 @@ async def test_trained_hunters_capture_more_often_than_random_ones(tmp_path):
 
 
 @pytest.mark.timeout(120)
-async def test_joint_hunters_tell_each_other_what_they_see(tmp_path):
+def test_joint_hunters_tell_each_other_what_they_see(tmp_path):
     spec = hunting_spec(tmp_path, episodes=30)
     joint = next(c for c in spec.conditions if c.kind == "joint_hunters")
-    cell = await run_cell(CellTask(spec, joint, 2, None, None))
+    (cell,) = run_cells([CellTask(spec, joint, 2, None, None)], tmp_path)
     first, second = cell["agents"]
     assert first["steps"] == second["steps"]  # the world moves only with both hunters' actions
     for hunter in (first, second):
