@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,8 +34,9 @@ class Figure:
         return self.value / self.baseline_value
 
     def as_json(self) -> dict:
-        """The figure as one object of the results list (ratio included)."""
-        return {**asdict(self), "ratio": self.ratio}
+        """The figure as one object of the results list (ratio included), keys in the agreed order."""
+        return {"name": self.name, "value": self.value, "unit": self.unit, "baseline_name": self.baseline_name,
+                "baseline_value": self.baseline_value, "ratio": self.ratio, "notes": self.notes}
 
 
 def write_json(figures: list[Figure], path: Path) -> None:
