@@ -297,6 +297,10 @@ class TelemetryGrpcProxy:
             ("grpc.initial_reconnect_backoff_ms", min(100, backoff_ms)),
             ("grpc.min_reconnect_backoff_ms", min(100, backoff_ms)),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            # A fresh session starts with a fresh connection: gRPC otherwise shares subchannels
+            # per target process-wide, and one still backing off from an earlier session's
+            # failures would make this one think a daemon that is up is down.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if not self.tls:
             return grpc.aio.insecure_channel(self.target, options=options)
