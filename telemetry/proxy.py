@@ -502,6 +502,15 @@ class TelemetrySession:
         if link is not None:
             await link.flow.wait_until_allowed(agent_id, steps)
 
+    def try_acquire(self, agent_id: str | None = None, steps: int = 1, *,
+                    run_id: str | None = None) -> bool:
+        """`wait_until_allowed` without waiting: True when `agent_id` may take `steps` steps
+        right now (credits are then spent, a rate slot taken); False when it would have to
+        wait, and then nothing is spent (await `wait_until_allowed` instead). Lets a producer
+        skip a coroutine per step while nothing holds it back."""
+        link = self._control_link(run_id)
+        return link is None or link.flow.try_acquire(agent_id, steps)
+
     @property
     def paused(self) -> bool:
         """Whether the session's run is paused run-wide by the daemon's control."""

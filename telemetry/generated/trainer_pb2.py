@@ -26,15 +26,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rtrainer.proto\x12\x0egymgui.trainer\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x10SubmitRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\"3\n\x11SubmitRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x43\x61ncelRunResponse\"\xc6\x01\n\x15RegisterWorkerRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0bworker_kind\x18\x03 \x01(\t\x12\x15\n\rproto_version\x18\x04 \x01(\t\x12\x11\n\tschema_id\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x16\n\x0esupports_pause\x18\x07 \x01(\x08\x12\x1b\n\x13supports_checkpoint\x18\x08 \x01(\x08\"d\n\x16RegisterWorkerResponse\x12\x18\n\x10\x61\x63\x63\x65pted_version\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\"\x9f\x01\n\x0c\x43ontrolEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\x0bgrant_steps\x18\n \x01(\rH\x00\x12\x0f\n\x05pause\x18\x0b \x01(\x08H\x00\x12\x10\n\x06resume\x18\x0c \x01(\x08H\x00\x12\x15\n\x0bmax_rate_hz\x18\r \x01(\rH\x00\x12\x13\n\tsubscribe\x18\x0e \x01(\x08H\x00\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\tB\x07\n\x05\x65vent\"\xe1\x02\n\tRunRecord\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.gymgui.trainer.RunStatus\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08gpu_slot\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tgpu_slots\x18\t \x03(\x05\x12\x0e\n\x06seq_id\x18\n \x01(\x04\x42\x0b\n\t_gpu_slotB\x11\n\x0f_failure_reason\"C\n\x0fListRunsRequest\x12\x30\n\rstatus_filter\x18\x01 \x03(\x0e\x32\x19.gymgui.trainer.RunStatus\";\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.gymgui.trainer.RunRecord\"W\n\x10WatchRunsRequest\x12\x30\n\rstatus_filter\x18\x01 \x03(\x0e\x32\x19.gymgui.trainer.RunStatus\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11HeartbeatResponse\"\x14\n\x12HealthCheckRequest\"{\n\x13HealthCheckResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x04\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elisten_address\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\"I\n\x12StreamStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"L\n\x15StreamEpisodesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"\xae\x03\n\x07RunStep\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\repisode_index\x18\x02 \x01(\x04\x12\x12\n\nstep_index\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x63tion_json\x18\x04 \x01(\t\x12\x18\n\x10observation_json\x18\x05 \x01(\t\x12\x0e\n\x06reward\x18\x06 \x01(\x01\x12\x12\n\nterminated\x18\x07 \x01(\x08\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpolicy_label\x18\n \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\x0e\n\x06seq_id\x18\x0c \x01(\x04\x12\x10\n\x08\x61gent_id\x18\r \x01(\t\x12\x18\n\x10render_hint_json\x18\x0e \x01(\t\x12\x11\n\tframe_ref\x18\x0f \x01(\t\x12\x17\n\x0fpayload_version\x18\x10 \x01(\r\x12\x1b\n\x13render_payload_json\x18\x11 \x01(\t\x12\x14\n\x0c\x65pisode_seed\x18\x12 \x01(\x04\x12\x11\n\tworker_id\x18\x13 \x01(\t\"\xfa\x01\n\nRunEpisode\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\repisode_index\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_reward\x18\x03 \x01(\x01\x12\r\n\x05steps\x18\x04 \x01(\x04\x12\x12\n\nterminated\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06seq_id\x18\t \x01(\x04\x12\x10\n\x08\x61gent_id\x18\n \x01(\t\x12\x11\n\tworker_id\x18\x0b \x01(\t\"=\n\x18PublishTelemetryResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"\xf5\x01\n\x13\x43oordinationMessage\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x15\n\rmessage_index\x18\x03 \x01(\x04\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0c\n\x04peer\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x15\n\repisode_index\x18\x08 \x01(\x04\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06seq_id\x18\n \x01(\x04\x12\x11\n\tworker_id\x18\x0b \x01(\t\"\xad\x01\n\x0eTelemetryBatch\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05steps\x18\x02 \x03(\x0b\x32\x17.gymgui.trainer.RunStep\x12,\n\x08\x65pisodes\x18\x03 \x03(\x0b\x32\x1a.gymgui.trainer.RunEpisode\x12\x35\n\x08messages\x18\x04 \x03(\x0b\x32#.gymgui.trainer.CoordinationMessage\"L\n\x15StreamMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\":\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x02 \x01(\t\">\n\x11\x46inishRunResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.gymgui.trainer.RunStatus*\xbb\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fRUN_STATUS_INIT\x10\x01\x12\x13\n\x0fRUN_STATUS_HSHK\x10\x02\x12\x12\n\x0eRUN_STATUS_RDY\x10\x03\x12\x13\n\x0fRUN_STATUS_EXEC\x10\x04\x12\x14\n\x10RUN_STATUS_PAUSE\x10\x05\x12\x14\n\x10RUN_STATUS_FAULT\x10\x06\x12\x13\n\x0fRUN_STATUS_TERM\x10\x07\x32\xa4\n\n\x0eTrainerService\x12P\n\tSubmitRun\x12 .gymgui.trainer.SubmitRunRequest\x1a!.gymgui.trainer.SubmitRunResponse\x12P\n\tCancelRun\x12 .gymgui.trainer.CancelRunRequest\x1a!.gymgui.trainer.CancelRunResponse\x12M\n\x08ListRuns\x12\x1f.gymgui.trainer.ListRunsRequest\x1a .gymgui.trainer.ListRunsResponse\x12J\n\tWatchRuns\x12 .gymgui.trainer.WatchRunsRequest\x1a\x19.gymgui.trainer.RunRecord0\x01\x12P\n\tHeartbeat\x12 .gymgui.trainer.HeartbeatRequest\x1a!.gymgui.trainer.HeartbeatResponse\x12_\n\x0eRegisterWorker\x12%.gymgui.trainer.RegisterWorkerRequest\x1a&.gymgui.trainer.RegisterWorkerResponse\x12O\n\rControlStream\x12\x1c.gymgui.trainer.ControlEvent\x1a\x1c.gymgui.trainer.ControlEvent(\x01\x30\x01\x12T\n\tGetHealth\x12\".gymgui.trainer.HealthCheckRequest\x1a#.gymgui.trainer.HealthCheckResponse\x12O\n\x0eStreamRunSteps\x12\".gymgui.trainer.StreamStepsRequest\x1a\x17.gymgui.trainer.RunStep0\x01\x12X\n\x11StreamRunEpisodes\x12%.gymgui.trainer.StreamEpisodesRequest\x1a\x1a.gymgui.trainer.RunEpisode0\x01\x12V\n\x0fPublishRunSteps\x12\x17.gymgui.trainer.RunStep\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\\\n\x12PublishRunEpisodes\x12\x1a.gymgui.trainer.RunEpisode\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\x63\n\x15PublishTelemetryBatch\x12\x1e.gymgui.trainer.TelemetryBatch\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\x61\n\x11StreamRunMessages\x12%.gymgui.trainer.StreamMessagesRequest\x1a#.gymgui.trainer.CoordinationMessage0\x01\x12P\n\tFinishRun\x12 .gymgui.trainer.FinishRunRequest\x1a!.gymgui.trainer.FinishRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rtrainer.proto\x12\x0egymgui.trainer\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x10SubmitRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\"3\n\x11SubmitRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x43\x61ncelRunResponse\"\xc6\x01\n\x15RegisterWorkerRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0bworker_kind\x18\x03 \x01(\t\x12\x15\n\rproto_version\x18\x04 \x01(\t\x12\x11\n\tschema_id\x18\x05 \x01(\t\x12\x16\n\x0eschema_version\x18\x06 \x01(\r\x12\x16\n\x0esupports_pause\x18\x07 \x01(\x08\x12\x1b\n\x13supports_checkpoint\x18\x08 \x01(\x08\"\x82\x01\n\x16RegisterWorkerResponse\x12\x18\n\x10\x61\x63\x63\x65pted_version\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x1c\n\x14\x61\x63\x63\x65pts_step_columns\x18\x04 \x01(\x08\"\x9f\x01\n\x0c\x43ontrolEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\x0bgrant_steps\x18\n \x01(\rH\x00\x12\x0f\n\x05pause\x18\x0b \x01(\x08H\x00\x12\x10\n\x06resume\x18\x0c \x01(\x08H\x00\x12\x15\n\x0bmax_rate_hz\x18\r \x01(\rH\x00\x12\x13\n\tsubscribe\x18\x0e \x01(\x08H\x00\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\tB\x07\n\x05\x65vent\"\xe1\x02\n\tRunRecord\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.gymgui.trainer.RunStatus\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08gpu_slot\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tgpu_slots\x18\t \x03(\x05\x12\x0e\n\x06seq_id\x18\n \x01(\x04\x42\x0b\n\t_gpu_slotB\x11\n\x0f_failure_reason\"C\n\x0fListRunsRequest\x12\x30\n\rstatus_filter\x18\x01 \x03(\x0e\x32\x19.gymgui.trainer.RunStatus\";\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.gymgui.trainer.RunRecord\"W\n\x10WatchRunsRequest\x12\x30\n\rstatus_filter\x18\x01 \x03(\x0e\x32\x19.gymgui.trainer.RunStatus\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11HeartbeatResponse\"\x14\n\x12HealthCheckRequest\"{\n\x13HealthCheckResponse\x12\x0b\n\x03pid\x18\x01 \x01(\x04\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elisten_address\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\"I\n\x12StreamStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"L\n\x15StreamEpisodesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"\xae\x03\n\x07RunStep\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\repisode_index\x18\x02 \x01(\x04\x12\x12\n\nstep_index\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x63tion_json\x18\x04 \x01(\t\x12\x18\n\x10observation_json\x18\x05 \x01(\t\x12\x0e\n\x06reward\x18\x06 \x01(\x01\x12\x12\n\nterminated\x18\x07 \x01(\x08\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpolicy_label\x18\n \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\x0e\n\x06seq_id\x18\x0c \x01(\x04\x12\x10\n\x08\x61gent_id\x18\r \x01(\t\x12\x18\n\x10render_hint_json\x18\x0e \x01(\t\x12\x11\n\tframe_ref\x18\x0f \x01(\t\x12\x17\n\x0fpayload_version\x18\x10 \x01(\r\x12\x1b\n\x13render_payload_json\x18\x11 \x01(\t\x12\x14\n\x0c\x65pisode_seed\x18\x12 \x01(\x04\x12\x11\n\tworker_id\x18\x13 \x01(\t\"\xfa\x01\n\nRunEpisode\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\repisode_index\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_reward\x18\x03 \x01(\x01\x12\r\n\x05steps\x18\x04 \x01(\x04\x12\x12\n\nterminated\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06seq_id\x18\t \x01(\x04\x12\x10\n\x08\x61gent_id\x18\n \x01(\t\x12\x11\n\tworker_id\x18\x0b \x01(\t\"=\n\x18PublishTelemetryResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"\xf5\x01\n\x13\x43oordinationMessage\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x15\n\rmessage_index\x18\x03 \x01(\x04\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x0c\n\x04peer\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x15\n\repisode_index\x18\x08 \x01(\x04\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06seq_id\x18\n \x01(\x04\x12\x11\n\tworker_id\x18\x0b \x01(\t\"\xe0\x01\n\x0eTelemetryBatch\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05steps\x18\x02 \x03(\x0b\x32\x17.gymgui.trainer.RunStep\x12,\n\x08\x65pisodes\x18\x03 \x03(\x0b\x32\x1a.gymgui.trainer.RunEpisode\x12\x35\n\x08messages\x18\x04 \x03(\x0b\x32#.gymgui.trainer.CoordinationMessage\x12\x31\n\x0cstep_columns\x18\x05 \x03(\x0b\x32\x1b.gymgui.trainer.StepColumns\"\xfe\x02\n\x0bStepColumns\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\x0fpayload_version\x18\x04 \x01(\r\x12\x15\n\repisode_index\x18\x05 \x03(\x04\x12\x12\n\nstep_index\x18\x06 \x03(\x04\x12\x13\n\x0b\x61\x63tion_json\x18\x07 \x03(\t\x12\x18\n\x10observation_json\x18\x08 \x03(\t\x12\x0e\n\x06reward\x18\t \x03(\x01\x12\x12\n\nterminated\x18\n \x03(\x08\x12\x11\n\ttruncated\x18\x0b \x03(\x08\x12\x14\n\x0ctimestamp_ns\x18\x0c \x03(\x03\x12\x14\n\x0cpolicy_label\x18\r \x03(\t\x12\x18\n\x10render_hint_rows\x18\x0e \x03(\r\x12\x18\n\x10render_hint_json\x18\x0f \x03(\t\x12\x19\n\x11\x65pisode_seed_rows\x18\x10 \x03(\r\x12\x14\n\x0c\x65pisode_seed\x18\x11 \x03(\x04\"L\n\x15StreamMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\":\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x02 \x01(\t\">\n\x11\x46inishRunResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.gymgui.trainer.RunStatus*\xbb\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fRUN_STATUS_INIT\x10\x01\x12\x13\n\x0fRUN_STATUS_HSHK\x10\x02\x12\x12\n\x0eRUN_STATUS_RDY\x10\x03\x12\x13\n\x0fRUN_STATUS_EXEC\x10\x04\x12\x14\n\x10RUN_STATUS_PAUSE\x10\x05\x12\x14\n\x10RUN_STATUS_FAULT\x10\x06\x12\x13\n\x0fRUN_STATUS_TERM\x10\x07\x32\x82\x0b\n\x0eTrainerService\x12P\n\tSubmitRun\x12 .gymgui.trainer.SubmitRunRequest\x1a!.gymgui.trainer.SubmitRunResponse\x12P\n\tCancelRun\x12 .gymgui.trainer.CancelRunRequest\x1a!.gymgui.trainer.CancelRunResponse\x12M\n\x08ListRuns\x12\x1f.gymgui.trainer.ListRunsRequest\x1a .gymgui.trainer.ListRunsResponse\x12J\n\tWatchRuns\x12 .gymgui.trainer.WatchRunsRequest\x1a\x19.gymgui.trainer.RunRecord0\x01\x12P\n\tHeartbeat\x12 .gymgui.trainer.HeartbeatRequest\x1a!.gymgui.trainer.HeartbeatResponse\x12_\n\x0eRegisterWorker\x12%.gymgui.trainer.RegisterWorkerRequest\x1a&.gymgui.trainer.RegisterWorkerResponse\x12O\n\rControlStream\x12\x1c.gymgui.trainer.ControlEvent\x1a\x1c.gymgui.trainer.ControlEvent(\x01\x30\x01\x12T\n\tGetHealth\x12\".gymgui.trainer.HealthCheckRequest\x1a#.gymgui.trainer.HealthCheckResponse\x12O\n\x0eStreamRunSteps\x12\".gymgui.trainer.StreamStepsRequest\x1a\x17.gymgui.trainer.RunStep0\x01\x12X\n\x11StreamRunEpisodes\x12%.gymgui.trainer.StreamEpisodesRequest\x1a\x1a.gymgui.trainer.RunEpisode0\x01\x12V\n\x0fPublishRunSteps\x12\x17.gymgui.trainer.RunStep\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\\\n\x12PublishRunEpisodes\x12\x1a.gymgui.trainer.RunEpisode\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\x63\n\x15PublishTelemetryBatch\x12\x1e.gymgui.trainer.TelemetryBatch\x1a(.gymgui.trainer.PublishTelemetryResponse(\x01\x12\x61\n\x11StreamRunMessages\x12%.gymgui.trainer.StreamMessagesRequest\x1a#.gymgui.trainer.CoordinationMessage0\x01\x12P\n\tFinishRun\x12 .gymgui.trainer.FinishRunRequest\x1a!.gymgui.trainer.FinishRunResponse\x12\\\n\x14StreamRunStepBatches\x12\".gymgui.trainer.StreamStepsRequest\x1a\x1e.gymgui.trainer.TelemetryBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=3006
-  _globals['_RUNSTATUS']._serialized_end=3193
+  _globals['_RUNSTATUS']._serialized_start=3473
+  _globals['_RUNSTATUS']._serialized_end=3660
   _globals['_SUBMITRUNREQUEST']._serialized_start=66
   _globals['_SUBMITRUNREQUEST']._serialized_end=121
   _globals['_SUBMITRUNRESPONSE']._serialized_start=123
@@ -45,46 +45,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELRUNRESPONSE']._serialized_end=231
   _globals['_REGISTERWORKERREQUEST']._serialized_start=234
   _globals['_REGISTERWORKERREQUEST']._serialized_end=432
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=434
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=534
-  _globals['_CONTROLEVENT']._serialized_start=537
-  _globals['_CONTROLEVENT']._serialized_end=696
-  _globals['_RUNRECORD']._serialized_start=699
-  _globals['_RUNRECORD']._serialized_end=1052
-  _globals['_LISTRUNSREQUEST']._serialized_start=1054
-  _globals['_LISTRUNSREQUEST']._serialized_end=1121
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1123
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1182
-  _globals['_WATCHRUNSREQUEST']._serialized_start=1184
-  _globals['_WATCHRUNSREQUEST']._serialized_end=1271
-  _globals['_HEARTBEATREQUEST']._serialized_start=1273
-  _globals['_HEARTBEATREQUEST']._serialized_end=1307
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1309
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1328
-  _globals['_HEALTHCHECKREQUEST']._serialized_start=1330
-  _globals['_HEALTHCHECKREQUEST']._serialized_end=1350
-  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1352
-  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1475
-  _globals['_STREAMSTEPSREQUEST']._serialized_start=1477
-  _globals['_STREAMSTEPSREQUEST']._serialized_end=1550
-  _globals['_STREAMEPISODESREQUEST']._serialized_start=1552
-  _globals['_STREAMEPISODESREQUEST']._serialized_end=1628
-  _globals['_RUNSTEP']._serialized_start=1631
-  _globals['_RUNSTEP']._serialized_end=2061
-  _globals['_RUNEPISODE']._serialized_start=2064
-  _globals['_RUNEPISODE']._serialized_end=2314
-  _globals['_PUBLISHTELEMETRYRESPONSE']._serialized_start=2316
-  _globals['_PUBLISHTELEMETRYRESPONSE']._serialized_end=2377
-  _globals['_COORDINATIONMESSAGE']._serialized_start=2380
-  _globals['_COORDINATIONMESSAGE']._serialized_end=2625
-  _globals['_TELEMETRYBATCH']._serialized_start=2628
-  _globals['_TELEMETRYBATCH']._serialized_end=2801
-  _globals['_STREAMMESSAGESREQUEST']._serialized_start=2803
-  _globals['_STREAMMESSAGESREQUEST']._serialized_end=2879
-  _globals['_FINISHRUNREQUEST']._serialized_start=2881
-  _globals['_FINISHRUNREQUEST']._serialized_end=2939
-  _globals['_FINISHRUNRESPONSE']._serialized_start=2941
-  _globals['_FINISHRUNRESPONSE']._serialized_end=3003
-  _globals['_TRAINERSERVICE']._serialized_start=3196
-  _globals['_TRAINERSERVICE']._serialized_end=4512
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=435
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=565
+  _globals['_CONTROLEVENT']._serialized_start=568
+  _globals['_CONTROLEVENT']._serialized_end=727
+  _globals['_RUNRECORD']._serialized_start=730
+  _globals['_RUNRECORD']._serialized_end=1083
+  _globals['_LISTRUNSREQUEST']._serialized_start=1085
+  _globals['_LISTRUNSREQUEST']._serialized_end=1152
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1154
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1213
+  _globals['_WATCHRUNSREQUEST']._serialized_start=1215
+  _globals['_WATCHRUNSREQUEST']._serialized_end=1302
+  _globals['_HEARTBEATREQUEST']._serialized_start=1304
+  _globals['_HEARTBEATREQUEST']._serialized_end=1338
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1340
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1359
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=1361
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=1381
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1383
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1506
+  _globals['_STREAMSTEPSREQUEST']._serialized_start=1508
+  _globals['_STREAMSTEPSREQUEST']._serialized_end=1581
+  _globals['_STREAMEPISODESREQUEST']._serialized_start=1583
+  _globals['_STREAMEPISODESREQUEST']._serialized_end=1659
+  _globals['_RUNSTEP']._serialized_start=1662
+  _globals['_RUNSTEP']._serialized_end=2092
+  _globals['_RUNEPISODE']._serialized_start=2095
+  _globals['_RUNEPISODE']._serialized_end=2345
+  _globals['_PUBLISHTELEMETRYRESPONSE']._serialized_start=2347
+  _globals['_PUBLISHTELEMETRYRESPONSE']._serialized_end=2408
+  _globals['_COORDINATIONMESSAGE']._serialized_start=2411
+  _globals['_COORDINATIONMESSAGE']._serialized_end=2656
+  _globals['_TELEMETRYBATCH']._serialized_start=2659
+  _globals['_TELEMETRYBATCH']._serialized_end=2883
+  _globals['_STEPCOLUMNS']._serialized_start=2886
+  _globals['_STEPCOLUMNS']._serialized_end=3268
+  _globals['_STREAMMESSAGESREQUEST']._serialized_start=3270
+  _globals['_STREAMMESSAGESREQUEST']._serialized_end=3346
+  _globals['_FINISHRUNREQUEST']._serialized_start=3348
+  _globals['_FINISHRUNREQUEST']._serialized_end=3406
+  _globals['_FINISHRUNRESPONSE']._serialized_start=3408
+  _globals['_FINISHRUNRESPONSE']._serialized_end=3470
+  _globals['_TRAINERSERVICE']._serialized_start=3663
+  _globals['_TRAINERSERVICE']._serialized_end=5073
 # @@protoc_insertion_point(module_scope)

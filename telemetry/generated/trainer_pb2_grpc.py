@@ -110,6 +110,11 @@ class TrainerServiceStub:
                 request_serializer=trainer__pb2.FinishRunRequest.SerializeToString,
                 response_deserializer=trainer__pb2.FinishRunResponse.FromString,
                 _registered_method=True)
+        self.StreamRunStepBatches = channel.unary_stream(
+                '/gymgui.trainer.TrainerService/StreamRunStepBatches',
+                request_serializer=trainer__pb2.StreamStepsRequest.SerializeToString,
+                response_deserializer=trainer__pb2.TelemetryBatch.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -214,6 +219,17 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamRunStepBatches(self, request, context):
+        """Extension: StreamRunSteps with many steps per wire message (in `steps`, each
+        with its seq_id, in store order; the other fields of the batch stay empty).
+        Same replay-then-live rules and agent filter. One message per step costs
+        Python gRPC about 100 us on each side, so a viewer of a fast run falls behind
+        on StreamRunSteps; this one keeps up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +307,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.FinishRun,
                     request_deserializer=trainer__pb2.FinishRunRequest.FromString,
                     response_serializer=trainer__pb2.FinishRunResponse.SerializeToString,
+            ),
+            'StreamRunStepBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunStepBatches,
+                    request_deserializer=trainer__pb2.StreamStepsRequest.FromString,
+                    response_serializer=trainer__pb2.TelemetryBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -698,6 +719,33 @@ class TrainerService:
             '/gymgui.trainer.TrainerService/FinishRun',
             trainer__pb2.FinishRunRequest.SerializeToString,
             trainer__pb2.FinishRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunStepBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gymgui.trainer.TrainerService/StreamRunStepBatches',
+            trainer__pb2.StreamStepsRequest.SerializeToString,
+            trainer__pb2.TelemetryBatch.FromString,
             options,
             channel_credentials,
             insecure,
