@@ -13,8 +13,9 @@ keeps what it sent before the refusal (committed before the refusal is sent). Th
 is sent only after every record of the stream is committed.
 
 Reading: StreamRunSteps/Episodes/Messages replay a run from ``since_seq`` out of the store,
-then continue live (``telemetry.hub``); ``agent_id`` filters. WatchRuns does the same for
-run changes: every change after ``since_seq`` (a global, increasing seq), then live.
+then continue live (``telemetry.hub``); ``agent_id`` filters. StreamRunStepBatches
+(extension) does what StreamRunSteps does with many steps per message. WatchRuns does the
+same for run changes: every change after ``since_seq`` (a global, increasing seq), then live.
 Readers need no token.
 
 Finishing: FinishRun (extension) needs a token for the run from a producer (not an
@@ -49,6 +50,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.auth import Session, SessionTokens, bearer_token
+from telemetry.columns import step_message as step_message_from_values
 from telemetry.dashboard import DEFAULT_HOST as DASHBOARD_HOST
 from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from telemetry.dashboard import DashboardServer, DashboardStartError, start_dashboard
@@ -68,6 +70,10 @@ DEFAULT_DB = "telemetry.db"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 OPERATOR_KIND = "operator"
 REPLAY_PAGE = 2000
+# StreamRunStepBatches: bounds of one message. Well under gRPC's default 4 MiB receive limit,
+# which is what viewers have unless they raise it.
+STEP_BATCH_RECORDS = 2000
+STEP_BATCH_BYTES = 1024 * 1024
 # On SIGINT/SIGTERM, publish streams in flight get this long to finish (their records are
 # committed either way); viewers and control streams end at once.
 SHUTDOWN_GRACE_S = 5.0
@@ -95,6 +101,16 @@ def step_message(row: StepRow) -> pb.RunStep:
         policy_label=row.policy_label, backend=row.backend, seq_id=row.seq_id, agent_id=row.agent_id,
         render_hint_json=row.render_hint_json, frame_ref=row.frame_ref, payload_version=row.payload_version,
         render_payload_json=row.render_payload_json, episode_seed=row.episode_seed, worker_id=row.worker_id)
+
+
+def step_batches(run_id: str, steps: Sequence[pb.RunStep], max_bytes: int) -> list[pb.TelemetryBatch]:
+    """``steps`` (non-empty, in order) as TelemetryBatches of at most ``max_bytes`` each,
+    halving until they fit; a single step larger than that goes alone."""
+    batch = pb.TelemetryBatch(run_id=run_id, steps=steps)
+    if len(steps) == 1 or batch.ByteSize() <= max_bytes:
+        return [batch]
+    half = len(steps) // 2
+    return step_batches(run_id, steps[:half], max_bytes) + step_batches(run_id, steps[half:], max_bytes)
 
 
 def episode_message(row: EpisodeRow) -> pb.RunEpisode:
@@ -193,7 +209,7 @@ class _PublishStream:
     async def add_batch(self, batch: pb.TelemetryBatch) -> None:
         """Hand one TelemetryBatch to the writer."""
         await self._daemon.writer.wait_for_room()
-        self._submit(batch.steps, batch.episodes, batch.messages)
+        self._submit(batch.steps, batch.episodes, batch.messages, batch.step_columns)
         await self._fold_done()
 
     def _flush(self) -> None:
@@ -206,8 +222,10 @@ class _PublishStream:
             self._pending_count = 0
             self._submit(pending["steps"], pending["episodes"], pending["messages"])
 
-    def _submit(self, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any]) -> None:
+    def _submit(self, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
+                step_columns: Sequence[Any] = ()) -> None:
         future = self._daemon.writer.submit_ingest(self.run.run_id, steps, episodes, messages,
+                                                   step_columns=step_columns,
                                                    on_commit=self._daemon.publish_live)
         self._inflight.append(future)
 
@@ -391,7 +409,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         log.info("run %s: registered %s worker '%s'", request.run_id, request.worker_kind or "unnamed-kind",
                  request.worker_id)
         return pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
-                                         max_message_bytes=self._d.max_message_bytes)
+                                         max_message_bytes=self._d.max_message_bytes,
+                                         accepts_step_columns=True)
 
     async def GetHealth(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
         return pb.HealthCheckResponse(pid=os.getpid(), started_at=_timestamp(self._d.started_at_ns),
@@ -513,8 +532,10 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     # -- streaming out ---------------------------------------------------------------------
 
     async def _source(self, topic_of: Callable[[str], Any], request: Any, context: grpc.aio.ServicerContext,
-                      read: Callable[..., list], convert: Callable[[Any], Any]) -> AsyncIterator[Any]:
-        """Replay-then-live records of one kind of a run, as wire messages."""
+                      read: Callable[..., list], convert: Callable[[Any], Any], *,
+                      chunk_records: int | None = None) -> AsyncIterator[Any]:
+        """Replay-then-live records of one kind of a run, as wire messages: one at a time, or
+        with ``chunk_records`` in lists of at most that many (``LiveHub.replay_then_live_chunks``)."""
         run = await self._run(request.run_id, context)
         agent = request.agent_id or None
         run_id = run.run_id
@@ -526,7 +547,10 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             return await asyncio.to_thread(read_messages, after)
 
         keep = (lambda record: record.agent_id == agent) if agent else None
-        return self._d.hub.replay_then_live(topic_of(run_id), read_page, request.since_seq, keep)
+        if chunk_records is None:
+            return self._d.hub.replay_then_live(topic_of(run_id), read_page, request.since_seq, keep)
+        return self._d.hub.replay_then_live_chunks(topic_of(run_id), read_page, request.since_seq, keep,
+                                                   chunk_records)
 
     async def StreamRunSteps(self, request: pb.StreamStepsRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunStep]:
@@ -549,6 +573,18 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         async with contextlib.aclosing(source) as records:
             async for record in records:
                 yield record
+
+    async def StreamRunStepBatches(self, request: pb.StreamStepsRequest,
+                                   context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TelemetryBatch]:
+        """StreamRunSteps many steps per message: one TelemetryBatch per store page while
+        replaying, then per what the live hub has queued (bounded by ``STEP_BATCH_RECORDS``
+        and ``STEP_BATCH_BYTES``), so a viewer keeps up with a fast run."""
+        source = await self._source(steps_topic, request, context, self._d.store.read_steps, step_message,
+                                    chunk_records=STEP_BATCH_RECORDS)
+        async with contextlib.aclosing(source) as chunks:
+            async for chunk in chunks:
+                for batch in step_batches(request.run_id, chunk, STEP_BATCH_BYTES):
+                    yield batch
 
 
 async def _check_run_id(run_id: str, context: grpc.aio.ServicerContext) -> None:
@@ -595,6 +631,9 @@ class Daemon:
                 (messages_topic(result.run_id), result.new_messages, result.first_message_seq)):
             if records and hub.has_subscribers(topic):
                 run_id = result.run_id
+                if records is result.new_steps and any(r is None for r in records):   # steps that came as columns
+                    records = [step_message_from_values(run_id, values) if record is None else record
+                               for record, values in zip(records, result.new_step_values)]
                 for offset, record in enumerate(records):
                     record.seq_id = first_seq + offset
                     if not record.run_id:

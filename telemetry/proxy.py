@@ -46,11 +46,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import grpc
 import grpc.aio
 
+from telemetry import columns
 from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
                               RecordsRejectedError, RunRefusedError, SessionClosedError,
                               TelemetryError, TlsHandshakeError, TokenRefusedError)
@@ -69,10 +70,11 @@ _RUN_ID_TAG = b"\x0a"
 _STEP_TAG = b"\x12"
 _EPISODE_TAG = b"\x1a"
 _MESSAGE_TAG = b"\x22"
+_COLUMNS_TAG = b"\x2a"
 _FRAMING_SLACK = 6          # tag byte + the longest varint length a record can have
 _CALL_MAX_BATCHES = 8       # batches per PublishTelemetryBatch call
 _RESYNC_GRACE_S = 0.5       # how long a new control subscription may take to send its state
-_YIELD_EVERY = 64           # emit_* yields to the event loop once per this many records
+_YIELD_EVERY = 64           # emit_step/emit_episode yield to the event loop once per this many calls
 
 # UNAVAILABLE details meaning "something answered, but not in HTTP/2": not a daemon.
 _NOT_GRPC_MARKERS = ("Failed parsing HTTP/2", "http1.x", "Expected SETTINGS frame")
@@ -130,7 +132,17 @@ def _largest_string_field(msg: Any) -> tuple[str, int]:
 
 
 def _batch_record_count(batch: trainer_pb2.TelemetryBatch) -> int:
-    return len(batch.steps) + len(batch.episodes) + len(batch.messages)
+    return (len(batch.steps) + len(batch.episodes) + len(batch.messages)
+            + sum(columns.count(block) for block in batch.step_columns))
+
+
+def _framed(tag: bytes, data: bytes) -> bytes:
+    """A serialized record as one field of a TelemetryBatch (tag, length, bytes)."""
+    return tag + _varint(len(data)) + data
+
+
+#: A buffered entry: (run_id, framed field of a TelemetryBatch, how many records it holds).
+_Entry = tuple[str, bytes, int]
 
 
 class _DaemonUnavailable(Exception):
@@ -326,9 +338,12 @@ class TelemetrySession:
         self._limit = proxy.max_message_bytes
         self._batch_rpc = True
         self._links: dict[str, _RunLink] = {}
-        self._buffer: deque[tuple[str, bytes]] = deque()
+        self._buffer: deque[_Entry] = deque()
         self._buffer_bytes = 0
+        self._buffered = 0                        # records in the buffer (a column block is many)
         self._accepted = 0
+        self._since_yield = 0
+        self._columns_ok = False                  # the daemon said it reads StepColumns
         self._inflight_first: int | None = None   # accept number of the oldest record in flight
         self._delivered = 0
         self._spooled = 0
@@ -463,6 +478,41 @@ class TelemetrySession:
             payload_version=payload_version, worker_id=self._proxy.worker_id)
         await self._accept("step", _STEP_TAG, run_id, agent_id, msg)
 
+    async def emit_steps(self, run_id: str, agent_id: str, steps: Sequence[columns.StepLike]) -> None:
+        """Accept many steps of one agent at once (never waits for the network).
+
+        Each step is an object with the attributes of `emit_step`'s arguments (plus
+        `episode_seed`, None when unset), e.g. `agents.records.StepRecord`; `*_json` fields
+        must already be JSON text. The steps travel as columns (`StepColumns`), which costs a
+        fraction of one `emit_step` per step; to a daemon that cannot read columns they are
+        sent as RunStep messages. Same errors as `emit_step`.
+        """
+        self._check_accepting(run_id)
+        if not agent_id:
+            raise ValueError("agent_id must be a non-empty string")
+        link = self._links.get(run_id) or self._link(run_id)
+        link.agents.add(agent_id)
+        for block in columns.encode_steps(agent_id, self._proxy.worker_id, steps):
+            self._accept_block(run_id, block)
+        self._since_yield += _YIELD_EVERY   # one turn of the loop per call, as for 64 emit_step
+        await self._after_accept(link)
+
+    def _accept_block(self, run_id: str, block: trainer_pb2.StepColumns) -> None:
+        """Buffer one column block, halved until each part fits a wire message."""
+        data = block.SerializeToString()
+        if len(data) > self._record_limit(run_id):
+            if columns.count(block) > 1:
+                for part in columns.split(block):
+                    self._accept_block(run_id, part)
+                return
+            step = next(columns.expand(run_id, block))
+            name, size = _largest_string_field(step)
+            raise MessageTooLargeError("step", name, size, len(data), self._record_limit(run_id))
+        self._append(run_id, _framed(_COLUMNS_TAG, data), columns.count(block))
+        if self._proxy.jsonl_stdout:
+            sys.stdout.write("".join(_record_json("step", step) + "\n"
+                                     for step in columns.expand(run_id, block)))
+
     async def emit_episode(self, *, run_id: str, episode_index: int, total_reward: float,
                            steps: int, terminated: bool, truncated: bool,
                            metadata: dict[str, Any] | None = None, agent_id: str,
@@ -523,7 +573,7 @@ class TelemetrySession:
 
     @property
     def stats(self) -> ProxyStats:
-        buffered = len(self._buffer)
+        buffered = self._buffered
         if self._inflight_first is not None:
             buffered = self._accepted - self._inflight_first + 1
         return ProxyStats(self._accepted, self._delivered, self._spooled, self._replayed,
@@ -622,27 +672,36 @@ class TelemetrySession:
         if len(data) > limit:
             name, size = _largest_string_field(msg)
             raise MessageTooLargeError(kind, name, size, len(data), limit)
-        framed = tag + _varint(len(data)) + data
         link = self._links.get(run_id) or self._link(run_id)
         link.agents.add(agent_id)
-        self._buffer.append((run_id, framed))
-        self._buffer_bytes += len(framed)
-        self._accepted += 1
+        self._append(run_id, _framed(tag, data), 1)
         if self._proxy.jsonl_stdout:
             sys.stdout.write(_record_json(kind, msg) + "\n")
-        if (len(self._buffer) >= self._proxy.buffer_max_records
+        self._since_yield += 1
+        await self._after_accept(link)
+
+    def _append(self, run_id: str, framed: bytes, count: int) -> None:
+        self._buffer.append((run_id, framed, count))
+        self._buffer_bytes += len(framed)
+        self._buffered += count
+        self._accepted += count
+
+    async def _after_accept(self, link: _RunLink) -> None:
+        """Spill a full buffer; now and then let the sender run."""
+        if (self._buffered >= self._proxy.buffer_max_records
                 or self._buffer_bytes >= self._proxy.buffer_max_bytes):
             log.log(logging.DEBUG if self._overflow_logged else logging.WARNING,
                     "%s: telemetry buffer full (%d records); spilling it to the spool at %s "
                     "(replayed when the sender catches up)", link.describe(),
-                    len(self._buffer), self._spool.target_dir)
+                    self._buffered, self._spool.target_dir)
             self._overflow_logged = True
             self._spill_buffer("buffer full")
-        elif self._accepted % _YIELD_EVERY == 0:
+        elif self._since_yield >= _YIELD_EVERY:
             # Let the loop run now and then: a producer that never awaits anything else would
             # otherwise starve the sender and the gRPC I/O it waits on. A full batch also
             # wakes the sender.
-            if len(self._buffer) >= self._proxy.batch_max_records:
+            self._since_yield = 0
+            if self._buffered >= self._proxy.batch_max_records:
                 self._wake.set()
             await asyncio.sleep(0)
 
@@ -653,9 +712,7 @@ class TelemetrySession:
     def _first_unsettled(self) -> int:
         if self._inflight_first is not None:
             return self._inflight_first
-        if self._buffer:
-            return self._accepted - len(self._buffer) + 1
-        return self._accepted + 1
+        return self._accepted - self._buffered + 1
 
     def _notify_settled(self) -> None:
         self._settled.set()
@@ -711,6 +768,7 @@ class TelemetrySession:
                 raise ProtocolVersionError(self._target, PROTO_VERSION, response.accepted_version)
             if response.max_message_bytes:
                 self._limit = min(self._proxy.max_message_bytes, response.max_message_bytes)
+            self._columns_ok = response.accepts_step_columns
             link.token = response.session_token
             log.debug("%s: registered worker %s with daemon %s", link.describe(),
                       self._proxy.worker_id, self._target)
@@ -830,7 +888,7 @@ class TelemetrySession:
             self._spill_buffer("telemetry stopped")
         elif self._connected or loop.time() >= self._retry_at or self._closing:
             await self._pump(forced)
-        elif forced or sync_due or len(self._buffer) >= self._proxy.batch_max_records:
+        elif forced or sync_due or self._buffered >= self._proxy.batch_max_records:
             self._spill_buffer("daemon unavailable")
         if sync_due:
             next_sync = loop.time() + self._proxy.spool_sync_interval_s
@@ -854,7 +912,7 @@ class TelemetrySession:
                 await self._replay()
             first = True
             while self._buffer and self._fatal is None and (
-                    first or forced or len(self._buffer) >= self._proxy.batch_max_records):
+                    first or forced or self._buffered >= self._proxy.batch_max_records):
                 first = False
                 await self._deliver_buffer()
                 if self._spool.has_pending():
@@ -905,52 +963,64 @@ class TelemetrySession:
     def _describe_runs(self) -> str:
         return "; ".join(link.describe() for link in self._links.values()) or "no runs yet"
 
-    def _take(self, count: int) -> list[tuple[str, bytes]]:
-        taken = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
-        self._buffer_bytes -= sum(len(framed) for _, framed in taken)
+    def _take(self, records: int | None = None) -> list[_Entry]:
+        """Remove buffered entries holding about `records` records (all when None)."""
+        buffer = self._buffer
+        if records is None or records >= self._buffered:
+            taken = list(buffer)
+            buffer.clear()
+        else:
+            taken, held = [], 0
+            while buffer and held < records:
+                entry = buffer.popleft()
+                taken.append(entry)
+                held += entry[2]
+        self._buffer_bytes -= sum(len(framed) for _, framed, _ in taken)
+        self._buffered -= sum(count for _, _, count in taken)
         return taken
 
-    def _encode(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[str, list[bytes], int]]:
-        """Group records by run (keeping order) and pack each run's into size-bounded batches.
+    def _encode(self, records: Iterable[_Entry]) -> list[tuple[str, list[bytes], int]]:
+        """Group records by run (keeping order) and pack each run's into size-bounded batches
+        of at most `batch_max_records` records (a column block is never cut).
 
         Returns (run_id, [serialized TelemetryBatch, ...], record count) per run.
         """
-        by_run: dict[str, list[bytes]] = {}
-        for run_id, framed in records:
-            by_run.setdefault(run_id, []).append(framed)
+        by_run: dict[str, list[tuple[bytes, int]]] = {}
+        for run_id, framed, count in records:
+            by_run.setdefault(run_id, []).append((framed, count))
         out = []
-        for run_id, framed_records in by_run.items():
-            raw_run = run_id.encode()
-            head = _RUN_ID_TAG + _varint(len(raw_run)) + raw_run
+        for run_id, entries in by_run.items():
+            head = _framed(_RUN_ID_TAG, run_id.encode())
             payloads: list[bytes] = []
             current: list[bytes] = [head]
-            size = len(head)
-            for framed in framed_records:
-                if len(current) > 1 and (len(current) > self._proxy.batch_max_records
+            size, held = len(head), 0
+            for framed, count in entries:
+                if len(current) > 1 and (held + count > self._proxy.batch_max_records
                                          or size + len(framed) > self._limit):
                     payloads.append(b"".join(current))
-                    current, size = [head], len(head)
+                    current, size, held = [head], len(head), 0
                 current.append(framed)
                 size += len(framed)
+                held += count
             payloads.append(b"".join(current))
-            out.append((run_id, payloads, len(framed_records)))
+            out.append((run_id, payloads, sum(count for _, count in entries)))
         return out
 
     def _spill_buffer(self, reason: str) -> None:
         """Move the whole buffer to the spool (durable on the next sync)."""
         if not self._buffer:
             return
-        records = self._take(len(self._buffer))
-        for _, payloads, count in self._encode(records):
+        spilled = self._buffered
+        for _, payloads, count in self._encode(self._take()):
             for payload in payloads:
                 self._spool.append(payload)
             self._spooled += count
-        log.debug("spooled %d records (%s)", len(records), reason)
+        log.debug("spooled %d records (%s)", spilled, reason)
         self._notify_settled()
 
     async def _deliver_buffer(self) -> None:
         """Send up to a few batches from the buffer; spool what could not be sent."""
-        self._inflight_first = self._accepted - len(self._buffer) + 1
+        self._inflight_first = self._accepted - self._buffered + 1
         groups = self._encode(self._take(self._proxy.batch_max_records * _CALL_MAX_BATCHES))
         try:
             while groups:
@@ -1000,13 +1070,38 @@ class TelemetrySession:
         self._delivered += count
         self._replayed += count
 
-    def _resplit(self, batch: trainer_pb2.TelemetryBatch) -> list[bytes]:
-        """Split a spooled batch that exceeds a (since lowered) message limit."""
-        records = [(batch.run_id, tag + _varint(len(data)) + data)
+    def _resplit(self, batch: trainer_pb2.TelemetryBatch, *, with_columns: bool = True) -> list[bytes]:
+        """Re-pack a batch below the current message limit (a spooled batch may predate a
+        lower one); without columns, column blocks become RunStep messages."""
+        run_id = batch.run_id
+        entries = [(run_id, _framed(tag, item.SerializeToString()), 1)
                    for tag, items in ((_STEP_TAG, batch.steps), (_EPISODE_TAG, batch.episodes),
                                       (_MESSAGE_TAG, batch.messages))
-                   for data in (item.SerializeToString() for item in items)]
-        return [p for _, payloads, _ in self._encode(records) for p in payloads]
+                   for item in items]
+        blocks = list(batch.step_columns)
+        while blocks:
+            block = blocks.pop(0)
+            if not with_columns:
+                entries.extend((run_id, _framed(_STEP_TAG, step.SerializeToString()), 1)
+                               for step in columns.expand(run_id, block))
+                continue
+            data = block.SerializeToString()
+            if len(data) > self._record_limit(run_id) and columns.count(block) > 1:
+                blocks[:0] = columns.split(block)
+                continue
+            entries.append((run_id, _framed(_COLUMNS_TAG, data), columns.count(block)))
+        return [p for _, payloads, _ in self._encode(entries) for p in payloads]
+
+    def _for_daemon(self, payloads: list[bytes]) -> list[bytes]:
+        """The payloads as this daemon reads them: column blocks expanded to RunSteps for a
+        daemon that did not say it reads columns (it would ignore them)."""
+        if self._columns_ok:
+            return payloads
+        out = []
+        for payload in payloads:
+            batch = trainer_pb2.TelemetryBatch.FromString(payload)
+            out.extend(self._resplit(batch, with_columns=False) if batch.step_columns else [payload])
+        return out
 
     def _quarantine(self, run_id: str, payloads: list[bytes], detail: str) -> None:
         path = None
@@ -1024,7 +1119,8 @@ class TelemetrySession:
             try:
                 if self._batch_rpc:
                     response = await self._publish_batch(
-                        iter(payloads), metadata=link.metadata, timeout=self._proxy.rpc_timeout_s)
+                        iter(self._for_daemon(payloads)), metadata=link.metadata,
+                        timeout=self._proxy.rpc_timeout_s)
                 else:
                     response = await self._send_per_record(link, payloads)
             except grpc.aio.AioRpcError as err:
@@ -1051,6 +1147,7 @@ class TelemetrySession:
         """The reference daemon's path: one RunStep / RunEpisode per wire message."""
         batches = [trainer_pb2.TelemetryBatch.FromString(p) for p in payloads]
         steps = [s for b in batches for s in b.steps]
+        steps += [s for b in batches for block in b.step_columns for s in columns.expand(link.run_id, block)]
         episodes = [e for b in batches for e in b.episodes]
         messages = [m for b in batches for m in b.messages]
         if messages:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telemetry.columns import ColumnsError, row_values as column_rows
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -464,11 +466,15 @@ class IngestResult:
     already stored (same natural key, e.g. a retry or a spool replay) or repeated within the
     job. ``new_steps``/``new_episodes``/``new_messages`` are the stored records themselves (the
     publisher's protobuf messages, run_id possibly empty and seq_id not set), whose seq_ids are
-    consecutive from ``first_*_seq``; the daemon completes them for the live hub after COMMIT."""
+    consecutive from ``first_*_seq``; the daemon completes them for the live hub after COMMIT.
+    Steps that arrived as columns have no message: their entry in ``new_steps`` is None and
+    ``new_step_values`` (aligned with ``new_steps``) holds every new step's row values, from
+    which ``telemetry.columns.step_message`` builds one when someone wants it."""
     run_id: str
     accepted: int = 0
     dropped: int = 0
     new_steps: list = field(default_factory=list)
+    new_step_values: list = field(default_factory=list)
     first_step_seq: int = 0
     new_episodes: list = field(default_factory=list)
     first_episode_seq: int = 0
@@ -517,10 +523,11 @@ def _message_values(messages: Sequence[Any]) -> list[tuple]:
 
 @dataclass(frozen=True)
 class _KindSpec:
-    """How one record kind is stored: its row builder, natural key and statements."""
+    """How one record kind is stored: its row builder, natural key and statements. The
+    natural key is the first ``key_length`` row values."""
     table: str
     values: Callable[[Sequence[Any]], list[tuple]]
-    key: Callable[[Any], tuple]
+    key_length: int
     insert_sql: str
     exists_sql: str
 
@@ -528,15 +535,12 @@ class _KindSpec:
 def _spec(table: str, columns: str, key_fields: tuple[str, ...], build: Callable) -> _KindSpec:
     n = 3 + len(columns.split(","))
     where = " AND ".join(f"{f} = ?" for f in ("run_key",) + key_fields)
-    getters = key_fields
-
-    def key(record: Any) -> tuple:
-        return tuple(getattr(record, f) for f in getters)
-
+    if tuple(c.strip() for c in columns.split(",")[:len(key_fields)]) != key_fields:
+        raise AssertionError(f"{table}: the natural key must be the first row values")
     return _KindSpec(
         table=table,
         values=build,
-        key=key,
+        key_length=len(key_fields),
         insert_sql=f"INSERT INTO {table} (id, run_key, seq_id, {columns}) VALUES ({', '.join('?' * n)})",
         exists_sql=f"SELECT 1 FROM {table} WHERE {where}",
     )
@@ -568,14 +572,23 @@ class _IngestJob(_Job):
     __slots__ = ("run_id", "records", "values", "agents")
 
     def __init__(self, run_id: str, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
-                 future: asyncio.Future, on_commit: Callable[[Any], None] | None) -> None:
-        super().__init__(len(steps) + len(episodes) + len(messages), future, on_commit)
+                 future: asyncio.Future, on_commit: Callable[[Any], None] | None,
+                 step_columns: Sequence[Any] = ()) -> None:
         self.run_id = run_id
         self.records = {kind: records for kind, records in
                         (("steps", steps), ("episodes", episodes), ("messages", messages)) if records}
         for records in self.records.values():
             _check_run_ids(records, run_id)
         self.values = {kind: _SPECS[kind].values(records) for kind, records in self.records.items()}
+        if step_columns:
+            try:
+                rows = [row for block in step_columns for row in column_rows(block)]
+            except ColumnsError as exc:
+                raise InvalidRecords(str(exc)) from None
+            if rows:
+                self.values["steps"] = self.values.get("steps", []) + rows
+                self.records["steps"] = list(self.records.get("steps", ())) + [None] * len(rows)
+        super().__init__(sum(len(records) for records in self.records.values()), future, on_commit)
         self.agents = {v[0] for values in self.values.values() for v in values}
 
     def apply(self, writer: "_WriterThreadState", conn: sqlite3.Connection) -> IngestResult:
@@ -583,11 +596,15 @@ class _IngestJob(_Job):
         result = IngestResult(self.run_id)
         writer.note_agents(conn, run_key, self.agents)
         for kind, records in self.records.items():
-            new, first_seq = writer.insert(conn, run_key, kind, records, self.values[kind])
+            values = self.values[kind]
+            keep, first_seq = writer.insert(conn, run_key, kind, values)
+            new = records if keep is None else [records[i] for i in keep]
             result.accepted += len(new)
             result.dropped += len(records) - len(new)
             setattr(result, f"new_{kind}", new)
             setattr(result, f"first_{kind[:-1]}_seq", first_seq)
+            if kind == "steps":
+                result.new_step_values = values if keep is None else [values[i] for i in keep]
         return result
 
 
@@ -672,38 +689,41 @@ class _WriterThreadState:
             last = self.last_seq[(run_key, kind)] = (top & SEQ_MASK) if top is not None else 0
         return last
 
-    def insert(self, conn: sqlite3.Connection, run_key: int, kind: str, records: Sequence[Any],
-               values: list[tuple]) -> tuple[list, int]:
-        """Store the records of ``kind`` whose natural key is new; return them and the first
-        seq given to them. Fast path: insert everything and let the unique index object; only
-        when it does (a retry or replay) look each key up and insert the new ones."""
+    def insert(self, conn: sqlite3.Connection, run_key: int, kind: str,
+               values: list[tuple]) -> tuple[list[int] | None, int]:
+        """Store the rows of ``kind`` whose natural key is new; return their positions (None:
+        all of them) and the first seq given to them. Fast path: insert everything and let the
+        unique index object; only when it does (a retry or replay) look each key up and insert
+        the new ones."""
         spec = _SPECS[kind]
         first_seq = self._last(conn, run_key, kind) + 1
         conn.execute("SAVEPOINT batch")
         try:
             conn.executemany(spec.insert_sql, _numbered(run_key, first_seq, values))
-            new = list(records)
+            keep = None
+            stored = len(values)
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK TO batch")
-            keep = self._new_only(conn, run_key, spec, records)
-            new = [records[i] for i in keep]
-            if new:
+            keep = self._new_only(conn, run_key, spec, values)
+            stored = len(keep)
+            if keep:
                 conn.executemany(spec.insert_sql, _numbered(run_key, first_seq, [values[i] for i in keep]))
         except OverflowError as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
             raise InvalidRecords(f"a {kind[:-1]} holds a number SQLite cannot store ({exc})") from None
         conn.execute("RELEASE batch")
-        self.last_seq[(run_key, kind)] = first_seq + len(new) - 1
-        return new, first_seq
+        self.last_seq[(run_key, kind)] = first_seq + stored - 1
+        return keep, first_seq
 
     @staticmethod
-    def _new_only(conn: sqlite3.Connection, run_key: int, spec: _KindSpec, records: Sequence[Any]) -> list[int]:
-        """Positions of the records whose key is neither stored nor repeated earlier in ``records``."""
+    def _new_only(conn: sqlite3.Connection, run_key: int, spec: _KindSpec, values: Sequence[tuple]) -> list[int]:
+        """Positions of the rows whose key is neither stored nor repeated earlier in ``values``."""
         seen: set[tuple] = set()
         keep = []
-        for i, r in enumerate(records):
-            key = spec.key(r)
+        length = spec.key_length
+        for i, v in enumerate(values):
+            key = v[:length]
             if key in seen:
                 continue
             seen.add(key)
@@ -770,13 +790,17 @@ class StoreWriter:
 
     def submit_ingest(self, run_id: str, steps: Sequence[Any] = (), episodes: Sequence[Any] = (),
                       messages: Sequence[Any] = (), *,
+                      step_columns: Sequence[Any] = (),
                       on_commit: Callable[[IngestResult], None] | None = None) -> "asyncio.Future[IngestResult]":
-        """Queue records of one run (protobuf RunStep / RunEpisode / CoordinationMessage) for
-        storage (a record's run_id may be empty, meaning ``run_id``); the caller must not change
-        them afterwards. ``on_commit(result)`` runs on the loop after COMMIT, before the future
-        resolves. Records naming another run fail the job with ``InvalidRecords``."""
+        """Queue records of one run (protobuf RunStep / RunEpisode / CoordinationMessage, and
+        steps as StepColumns blocks, stored after ``steps``) for storage (a record's run_id may
+        be empty, meaning ``run_id``); the caller must not change them afterwards.
+        ``on_commit(result)`` runs on the loop after COMMIT, before the future resolves.
+        Records naming another run, or column blocks that do not line up, fail the job with
+        ``InvalidRecords``."""
         try:
-            job = _IngestJob(run_id, steps, episodes, messages, self._loop.create_future(), on_commit)
+            job = _IngestJob(run_id, steps, episodes, messages, self._loop.create_future(), on_commit,
+                             step_columns)
         except InvalidRecords as exc:
             failed = self._loop.create_future()
             failed.set_exception(exc)

@@ -1,0 +1,186 @@
+"""Steps sent as columns (`TelemetrySession.emit_steps`, `StepColumns`): the daemon stores
+exactly what one `emit_step` per step would have stored, live viewers see RunSteps, and the
+proxy still reaches daemons that cannot read columns. Real daemons on free ports."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from agents.records import StepRecord
+from telemetry import columns
+from telemetry.daemon import TrainerService, serve
+from telemetry.errors import MessageTooLargeError
+from telemetry.generated import trainer_pb2 as pb
+from telemetry.generated import trainer_pb2_grpc
+from telemetry.proxy import TelemetryGrpcProxy
+from tests.fixtures_daemon import free_port, register, stub_for, wait_until
+from tests.fixtures_proxy import stored_steps
+
+HINT = '{"kind":"grid","rows":4,"cols":4}'
+
+
+def records(count: int, run_id: str, agent_id: str = "a", per_episode: int = 10) -> list[StepRecord]:
+    """An agent's steps as the agents build them: a hint on each episode's first step, the
+    seed on episode 0's steps, the backend changing halfway (so two column blocks)."""
+    out = []
+    for i in range(count):
+        episode, step = divmod(i, per_episode)
+        out.append(StepRecord(
+            run_id, agent_id, episode, step, str(i % 4), str(i % 16), float(i % 7 == 0),
+            step == per_episode - 1, False, "explore" if i % 3 else "greedy",
+            "spade-bdi" if i < count // 2 else "other-backend", 1_700_000_000_123_456_789 + i,
+            HINT if step == 0 else None, 1, 42 if episode == 0 else None))
+    return out
+
+
+def comparable(row) -> dict:
+    """A stored step without what differs between two runs of the same steps."""
+    fields = dataclasses.asdict(row)
+    for name in ("run_id", "seq_id", "id", "run_key"):
+        fields.pop(name, None)
+    return fields
+
+
+async def test_columns_store_exactly_what_emit_step_stores(daemon, tmp_path: Path) -> None:
+    steps_a = records(250, "run-one-by-one")
+    steps_b = records(250, "run-columns")
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session() as tx:
+        for r in steps_a:
+            await tx.emit_step(**r.emit_kwargs())
+        await tx.emit_steps("run-columns", "a", steps_b)
+        assert tx.stats.accepted == 500
+    assert tx.stats.delivered == 500
+    one_by_one = stored_steps(daemon.store.path, "run-one-by-one")
+    by_columns = stored_steps(daemon.store.path, "run-columns")
+    assert [s.seq_id for s in by_columns] == list(range(1, 251))
+    # emit_step takes no episode_seed (DESIGN.md's signature); columns carry it.
+    assert [s.episode_seed for s in by_columns] == [42] * 10 + [0] * 240
+    assert [dict(comparable(s), episode_seed=0) for s in by_columns] == [comparable(s) for s in one_by_one]
+    assert [s.render_hint_json for s in by_columns[:11]] == [HINT] + [""] * 9 + [HINT]
+    assert {s.backend for s in by_columns} == {"spade-bdi", "other-backend"}
+
+
+async def test_a_live_viewer_receives_column_steps_as_run_steps(daemon, tmp_path: Path) -> None:
+    channel, stub = stub_for(daemon)
+    await register(stub, "run-live")
+    received: list[pb.RunStep] = []
+    call = stub.StreamRunSteps(pb.StreamStepsRequest(run_id="run-live", since_seq=0))
+
+    async def read() -> None:
+        async for step in call:
+            received.append(step)
+
+    reader = asyncio.create_task(read())
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session("run-live") as tx:
+        await tx.emit_steps("run-live", "a", records(100, "run-live"))
+    await wait_until(lambda: len(received) == 100, 10, "100 live steps")
+    call.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await channel.close()
+    assert [s.seq_id for s in received] == list(range(1, 101))
+    first = received[0]
+    assert (first.run_id, first.agent_id, first.render_hint_json, first.episode_seed) == ("run-live", "a", HINT, 42)
+    assert first.timestamp.seconds * 1_000_000_000 + first.timestamp.nanos == 1_700_000_000_123_456_789
+
+
+async def test_daemon_that_does_not_read_columns_gets_run_steps(
+        start_daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A daemon that does not say `accepts_step_columns` (an older one would ignore the
+    field, losing the steps) gets every step as a RunStep."""
+    register_worker = TrainerService.RegisterWorker
+
+    async def without_columns(self, request, context):
+        response = await register_worker(self, request, context)
+        response.accepts_step_columns = False
+        return response
+
+    monkeypatch.setattr(TrainerService, "RegisterWorker", without_columns)
+    daemon = await start_daemon()
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session("run-old") as tx:
+        await tx.emit_steps("run-old", "a", records(300, "run-old"))
+    rows = stored_steps(daemon.store.path, "run-old")
+    assert len(rows) == 300 and rows[0].render_hint_json == HINT and rows[0].episode_seed == 42
+
+
+async def test_reference_daemon_path_expands_columns(start_daemon, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    async def only_mosaic(self, request_iterator, context) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(TrainerService, "PublishTelemetryBatch", only_mosaic)
+    daemon = await start_daemon()
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session("run-ref") as tx:
+        await tx.emit_steps("run-ref", "a", records(120, "run-ref"))
+    assert tx.stats.delivered == 120
+    assert daemon.store.counts("run-ref").steps == 120
+
+
+async def test_blocks_split_to_fit_small_messages_and_a_huge_step_is_refused(daemon, tmp_path: Path) -> None:
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool", max_message_bytes=4096)
+    async with proxy.session("run-small") as tx:
+        await tx.emit_steps("run-small", "a", records(2_000, "run-small"))
+        huge = dataclasses.replace(records(1, "run-small")[0], step_index=99, observation_json="x" * 10_000)
+        with pytest.raises(MessageTooLargeError, match="observation_json"):
+            await tx.emit_steps("run-small", "a", [huge])
+    assert tx.stats.delivered == 2_000
+    assert daemon.store.counts("run-small").steps == 2_000
+
+
+async def test_spooled_columns_replay_exactly_once(tmp_path: Path) -> None:
+    """Columns spooled while the daemon is away are replayed once it is back; sending the
+    same steps again adds nothing (dedup on the natural key)."""
+    port = free_port()
+    spool = tmp_path / "spool"
+    down = TelemetryGrpcProxy(f"127.0.0.1:{port}", spool_dir=spool, connect_timeout_s=0.5,
+                              close_timeout_s=1.0)
+    async with down.session("run-spool") as tx:
+        await tx.emit_steps("run-spool", "a", records(500, "run-spool"))
+    assert tx.stats.spooled == 500
+    daemon = await serve(f"127.0.0.1:{port}", tmp_path / "later.db")
+    try:
+        up = TelemetryGrpcProxy(daemon.address, spool_dir=spool)
+        async with up.session("run-spool") as tx:
+            await tx.emit_steps("run-spool", "a", records(500, "run-spool"))
+        assert tx.stats.replayed == 500
+        assert daemon.store.counts("run-spool").steps == 500
+    finally:
+        await daemon.stop(grace=None)
+
+
+def test_misaligned_columns_are_refused_with_a_reason() -> None:
+    block, = columns.encode_steps("a", "w", records(10, "r")[5:])
+    del block.reward[-1]
+    with pytest.raises(columns.ColumnsError, match="4 values of reward for 5 steps"):
+        columns.row_values(block)
+    block, = columns.encode_steps("a", "w", records(10, "r")[5:])
+    block.render_hint_rows.append(9)
+    block.render_hint_json.append(HINT)
+    with pytest.raises(columns.ColumnsError, match="row 9 of 5"):
+        columns.row_values(block)
+
+
+async def test_daemon_answers_misaligned_columns_with_invalid_argument(daemon) -> None:
+    channel, stub = stub_for(daemon)
+    metadata = await register(stub, "run-bad")
+    block, = columns.encode_steps("a", "w", records(10, "run-bad")[5:])
+    del block.step_index[0]
+    batch = pb.TelemetryBatch(run_id="run-bad", step_columns=[block])
+
+    async def one():
+        yield batch
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.PublishTelemetryBatch(one(), metadata=metadata)
+    await channel.close()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "step_index" in refused.value.details()
+    assert daemon.store.counts("run-bad").steps == 0
