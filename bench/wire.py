@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
+
 import grpc
 import grpc.aio
 
+from telemetry import columns
 from telemetry.auth import bearer_metadata
 from telemetry.generated import trainer_pb2 as pb
 
 PROTO_VERSION = "MOSAIC/1.0"
 _SERVICE = "/gymgui.trainer.TrainerService/"
-#: What a FrozenLake 4x4 agent attaches to every step (agents.actions sends the env's render hint).
+#: What a FrozenLake 4x4 agent attaches to the first step of each episode (agents.actions).
 FROZEN_LAKE_HINT = json.dumps({"kind": "grid", "rows": 4, "cols": 4, "desc": ["SFFF", "FHFH", "FFFH", "HFFG"],
                                "legend": {"S": "start", "F": "frozen", "H": "hole", "G": "goal"},
                                "state": "row * cols + col"})
@@ -27,6 +30,8 @@ FROZEN_LAKE_HINT = json.dumps({"kind": "grid", "rows": 4, "cols": 4, "desc": ["S
 BATCH_RECORDS = 2000
 BATCHES_PER_CALL = 8
 STEPS_PER_EPISODE = 50
+#: Steps per `emit_steps` call of an agent's telemetry behaviour (agents.telemetry_behaviour._CHUNK).
+SINK_CHUNK = 1000
 
 
 def step(run_id: str, agent_id: str, number: int, *, timestamp_ns: int | None = None) -> pb.RunStep:
@@ -39,7 +44,8 @@ def step(run_id: str, agent_id: str, number: int, *, timestamp_ns: int | None = 
         terminated=number % STEPS_PER_EPISODE == STEPS_PER_EPISODE - 1, truncated=False,
         timestamp={"seconds": ts // 1_000_000_000, "nanos": ts % 1_000_000_000},
         policy_label="explore" if number % 3 else "greedy", backend="spade-bdi",
-        render_hint_json=FROZEN_LAKE_HINT, payload_version=1, worker_id=f"bench-{agent_id}")
+        render_hint_json=FROZEN_LAKE_HINT if number % STEPS_PER_EPISODE == 0 else "", payload_version=1,
+        worker_id=f"bench-{agent_id}")
 
 
 def serialized_steps(run_id: str, agent_id: str, count: int, first: int = 0) -> list[bytes]:
@@ -54,6 +60,33 @@ def batch_calls(run_id: str, steps: list[bytes]) -> list[list[bytes]]:
                                                         steps[i:i + BATCH_RECORDS]]).SerializeToString()
                for i in range(0, len(steps), BATCH_RECORDS)]
     return [batches[i:i + BATCHES_PER_CALL] for i in range(0, len(batches), BATCHES_PER_CALL)]
+
+
+def column_calls(run_id: str, steps: list[bytes]) -> list[list[bytes]]:
+    """The same steps as the proxy sends what `emit_steps` took: StepColumns blocks of up to
+    ``SINK_CHUNK`` steps of one agent (what an agent's telemetry behaviour hands over at a
+    time), packed into batches of ``BATCH_RECORDS`` records, ``BATCHES_PER_CALL`` per call."""
+    parsed = [pb.RunStep.FromString(s) for s in steps]
+    blocks = []
+    for first in range(0, len(parsed), SINK_CHUNK):
+        chunk = parsed[first:first + SINK_CHUNK]
+        for agent_id in dict.fromkeys(s.agent_id for s in chunk):
+            mine = [_as_record(s) for s in chunk if s.agent_id == agent_id]
+            blocks.extend(columns.encode_steps(agent_id, f"bench-{agent_id}", mine))
+    per_batch = max(1, BATCH_RECORDS // SINK_CHUNK)
+    batches = [pb.TelemetryBatch(run_id=run_id, step_columns=blocks[i:i + per_batch]).SerializeToString()
+               for i in range(0, len(blocks), per_batch)]
+    return [batches[i:i + BATCHES_PER_CALL] for i in range(0, len(batches), BATCHES_PER_CALL)]
+
+
+def _as_record(s: pb.RunStep) -> SimpleNamespace:
+    """A RunStep as the attributes `telemetry.columns.encode_steps` reads."""
+    return SimpleNamespace(
+        episode_index=s.episode_index, step_index=s.step_index, action_json=s.action_json,
+        observation_json=s.observation_json, reward=s.reward, terminated=s.terminated, truncated=s.truncated,
+        timestamp_ns=s.timestamp.seconds * 1_000_000_000 + s.timestamp.nanos, policy_label=s.policy_label,
+        backend=s.backend, payload_version=s.payload_version, render_hint_json=s.render_hint_json or None,
+        episode_seed=None)
 
 
 class Producer:

@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {
     "ingest.batched.steps_per_s",
     "ingest.batched.1_session.steps_per_s",
+    "ingest.batched_run_steps.steps_per_s",
     "ingest.per_step.steps_per_s",
     "ingest.per_step.1_session.steps_per_s",
     "latency.emit_to_viewer.p50_ms",
