@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from operator import attrgetter
-from typing import IO, Optional, Protocol, Sequence
+from typing import IO, Iterator, Optional, Protocol, Sequence
 
 from spade.behaviour import PeriodicBehaviour
 
@@ -52,44 +52,38 @@ class RecordSink(Protocol):
 _RUN_AND_AGENT = attrgetter("run_id", "agent_id")
 
 
+def _by_owner(records: Sequence[Record]) -> Iterator[tuple[str, str, Sequence[Record]]]:
+    """(run_id, agent_id, records) for each run of consecutive records of one run and agent."""
+    owners = list(map(_RUN_AND_AGENT, records))
+    if len(set(owners)) == 1:   # the usual case: one agent's sink
+        yield (*owners[0], records)
+        return
+    start = 0
+    for end in range(1, len(records) + 1):
+        if end == len(records) or owners[end] != owners[start]:
+            yield (*owners[start], records[start:end])
+            start = end
+
+
 class SessionSink:
     """Records into a `TelemetrySession` (emitting never waits on the network).
 
     Steps go through `emit_steps`, one call per run of steps of the same run and agent: the
     session encodes them as columns, far cheaper than one `emit_step` each, and this runs on
-    the agent's own thread. Episodes (one per many steps) go through `emit_episode`.
+    the agent's own thread. Episodes likewise go through `emit_episodes`.
     """
 
     def __init__(self, session) -> None:
         self.session = session
 
     async def write(self, records: Sequence[Record]) -> None:
-        emit_steps, emit_episode = self.session.emit_steps, self.session.emit_episode
         steps = [r for r in records if type(r) is StepRecord]
-        owners = list(map(_RUN_AND_AGENT, steps))
-        if len(set(owners)) == 1:   # the usual case: one agent's sink
-            await emit_steps(*owners[0], steps)
-        else:
-            start = 0
-            for end in range(1, len(steps) + 1):
-                if end == len(steps) or owners[end] != owners[start]:
-                    await emit_steps(*owners[start], steps[start:end])
-                    start = end
-        if len(steps) == len(records):
-            return
-        for r in records:
-            if type(r) is not StepRecord:
-                await emit_episode(
-                    run_id=r.run_id,
-                    episode_index=r.episode_index,
-                    total_reward=r.total_reward,
-                    steps=r.steps,
-                    terminated=r.terminated,
-                    truncated=r.truncated,
-                    metadata=r.metadata,
-                    agent_id=r.agent_id,
-                    timestamp_ns=r.timestamp_ns,
-                )
+        for run_id, agent_id, mine in _by_owner(steps):
+            await self.session.emit_steps(run_id, agent_id, mine)
+        if len(steps) < len(records):
+            episodes = [r for r in records if type(r) is not StepRecord]
+            for run_id, agent_id, mine in _by_owner(episodes):
+                await self.session.emit_episodes(run_id, agent_id, mine)
 
 
 def default_worker_id() -> str:
