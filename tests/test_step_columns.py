@@ -184,3 +184,35 @@ async def test_daemon_answers_misaligned_columns_with_invalid_argument(daemon) -
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "step_index" in refused.value.details()
     assert daemon.store.counts("run-bad").steps == 0
+
+
+async def test_emit_episodes_stores_what_emit_episode_stores(daemon, tmp_path: Path) -> None:
+    from agents.records import EpisodeRecord
+    episodes = [EpisodeRecord("run-x", "a", e, float(e % 3), 10 + e, e % 2 == 0, e % 2 == 1,
+                              1_700_000_000_000_000_000 + e, {"success": e % 2 == 0, "epsilon": 0.5 / (e + 1),
+                                                              "outcome": "goal", "seed": None})
+                for e in range(40)]
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session() as tx:
+        for e in episodes:
+            await tx.emit_episode(**dict(e.emit_kwargs(), run_id="run-one-by-one"))
+        await tx.emit_episodes("run-batch", "a", [dataclasses.replace(e, run_id="run-batch") for e in episodes])
+    one = [comparable(e) for e in daemon.store.read_episodes("run-one-by-one", limit=100)]
+    batch = [comparable(e) for e in daemon.store.read_episodes("run-batch", limit=100)]
+    assert len(batch) == 40 and batch == one
+    assert batch[1]["metadata_json"] == '{"success":false,"epsilon":0.25,"outcome":"goal","seed":null}'
+
+
+def test_the_compact_json_encoder_matches_json_dumps() -> None:
+    import json
+    import math
+    from telemetry.proxy import _as_json_text
+    for value in ({"a": [1, 2.5, None, True], "é": "ü\n"}, [math.nan, math.inf], 3, "text", {"nested": {"x": []}}):
+        expected = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        assert _as_json_text(value, "metadata") == expected
+    with pytest.raises(ValueError, match="metadata must be JSON text or a JSON-serialisable value.*set"):
+        _as_json_text({"a": {1, 2}}, "metadata")
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="metadata must be JSON"):
+        _as_json_text(loop, "metadata")
