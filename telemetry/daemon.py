@@ -351,7 +351,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if pending:
             await asyncio.wait(pending)
         try:
-            await self._d.registry.finish(run.run_id, request.failure_reason)
+            await self._d.registry.finish(run.run_id, request.failure_reason, session.worker_id)
         except InvalidTransition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("run %s: finished by %s: %s", run.run_id, session.worker_id or session.worker_kind,
@@ -401,7 +401,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         await _check_run_id(request.run_id, context)
         producer = request.worker_kind != OPERATOR_KIND
         try:
-            await self._d.registry.register_worker(request.run_id, producer=producer)
+            await self._d.registry.register_worker(request.run_id, producer=producer,
+                                                   worker_id=request.worker_id)
         except UnknownRun as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{exc}: operators can only join existing runs")
         token, row = self._d.tokens.issue(request.run_id, request.worker_id, request.worker_kind)

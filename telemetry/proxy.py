@@ -669,7 +669,8 @@ class TelemetrySession:
         accepted so far before the run ends; while records wait in the spool (the daemon is or
         was away) the run is not finished and the answer is False.
 
-        Returns True when the daemon finished the run. A daemon that cannot be reached,
+        Returns True when the daemon took the call: it ends the run once every producer
+        registered for it has finished (a failure ends it at once). A daemon that cannot be reached,
         refuses the call, or does not implement FinishRun (the reference daemon) is logged
         and gives False: ending a run is bookkeeping, never a reason to fail the producer.
         """
@@ -712,9 +713,13 @@ class TelemetrySession:
             log.warning("%s: could not finish the run on daemon %s: %s", link.describe(),
                         self._target, err)
             return False
-        log.info("%s: finished on daemon %s as %s%s", link.describe(), self._target,
-                 trainer_pb2.RunStatus.Name(response.status),
-                 f" ({failure_reason})" if failure_reason else "")
+        status = trainer_pb2.RunStatus.Name(response.status)
+        if response.status in (trainer_pb2.RUN_STATUS_TERM, trainer_pb2.RUN_STATUS_FAULT):
+            log.info("%s: finished on daemon %s as %s%s", link.describe(), self._target, status,
+                     f" ({failure_reason})" if failure_reason else "")
+        else:   # other producers of the run are still at work; the last one ends it
+            log.info("%s: this worker is done; the run stays %s on daemon %s until its other "
+                     "producers finish", link.describe(), status, self._target)
         return True
 
     # -- accepting ---------------------------------------------------------------------

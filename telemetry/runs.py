@@ -113,6 +113,8 @@ class RunState:
     open_streams: int = 0
     last_activity: float = 0.0
     finished: bool = False
+    #: worker_ids of the producers registered for the run that have not finished it yet
+    producers: set[str] = field(default_factory=set)
 
     @classmethod
     def from_row(cls, row: RunRow, now: float) -> "RunState":
@@ -121,7 +123,8 @@ class RunState:
                    row.updated_at_ns, row.last_heartbeat_ns, row.failure_reason, row.seq_id,
                    set(control.get("paused_agents", [])), int(control.get("max_rate_hz", 0)),
                    {k: int(v) for k, v in control.get("agent_max_rate_hz", {}).items()},
-                   last_activity=now, finished=bool(control.get("finished", False)))
+                   last_activity=now, finished=bool(control.get("finished", False)),
+                   producers=set(control.get("producers", [])))
 
     def row(self) -> RunRow:
         """An immutable snapshot for the store and WatchRuns."""
@@ -129,6 +132,8 @@ class RunState:
                    "agent_max_rate_hz": self.agent_max_rate_hz}
         if self.finished:   # persisted so a restarted daemon keeps a finished FAULT run FAULT
             control["finished"] = True
+        if self.producers:  # persisted so a restarted daemon still waits for every producer
+            control["producers"] = sorted(self.producers)
         return RunRow(self.run_id, int(self.status), self.digest, self.config_json, self.created_at_ns,
                       self.updated_at_ns, self.last_heartbeat_ns, self.failure_reason, self.seq_id,
                       json.dumps(control, sort_keys=True))
@@ -217,9 +222,10 @@ class RunRegistry:
                               "submit under a new run_id")
         return run
 
-    async def register_worker(self, run_id: str, *, producer: bool) -> RunState:
-        """RegisterWorker: producers create unknown runs and make them RDY; operators
-        (observers and controllers) need an existing run and change nothing."""
+    async def register_worker(self, run_id: str, *, producer: bool, worker_id: str = "") -> RunState:
+        """RegisterWorker: producers create unknown runs and make them RDY, and are counted
+        until they finish the run; operators (observers and controllers) need an existing run
+        and change nothing."""
         run = self._runs.get(run_id)
         if run is None:
             if not producer:
@@ -228,6 +234,9 @@ class RunRegistry:
             self._save(run, announce=True)
         if producer:
             run.last_activity = self._clock()
+            if not run.finished and worker_id not in run.producers:
+                run.producers.add(worker_id)
+                self._save(run, announce=False)
             if run.status in (S.INIT, S.FAULT, S.HSHK) and not run.finished:
                 await self._move(run, S.RDY)
         return run
@@ -239,13 +248,20 @@ class RunRegistry:
             await self._move(run, S.TERM)
         return run
 
-    async def finish(self, run_id: str, failure_reason: str = "") -> RunState:
-        """FinishRun: TERM when ``failure_reason`` is empty, else FAULT with that reason.
-        The caller makes sure everything published for the run is committed first. A run
-        already finished (or TERM) is left as it is."""
+    async def finish(self, run_id: str, failure_reason: str = "", worker_id: str = "") -> RunState:
+        """FinishRun from producer ``worker_id``: FAULT with ``failure_reason`` at once when
+        one is given; otherwise TERM once every producer registered for the run has finished
+        it (until then the run stays as it is). The caller makes sure everything published for
+        the run is committed first. A run already finished (or TERM) is left as it is."""
         run = self.require(run_id)
         if run.finished or run.status is S.TERM:
             log.info("run %s: already finished (%s); finish ignored", run_id, run.status.name)
+            return run
+        run.producers.discard(worker_id)
+        if not failure_reason and run.producers:
+            log.info("run %s: producer '%s' is done; waiting for %d more (%s)", run_id, worker_id,
+                     len(run.producers), ", ".join(sorted(run.producers)))
+            await self._save(run, announce=False)
             return run
         target = S.FAULT if failure_reason else S.TERM
         if target not in TRANSITIONS[run.status] and run.status is not S.FAULT:

@@ -246,6 +246,29 @@ async def test_finished_runs_end_term_or_fault_and_stay_so(start_daemon) -> None
 
 
 @pytest.mark.timeout(60)
+async def test_a_run_of_several_producers_ends_when_the_last_one_finishes(start_daemon, tmp_path) -> None:
+    """Workers that share a run_id (e.g. one `python -m agents.worker` per agent): the first to
+    finish does not end the run for the others; the last one does, and a restarted daemon
+    still knows who it waits for. A failure ends the run at once."""
+    daemon = await start_daemon(db_path=tmp_path / "shared.db")
+    channel, stub = stub_for(daemon)
+    async with channel:
+        first = await register(stub, "shared", worker_id="worker-1")
+        second = await register(stub, "shared", worker_id="worker-2")
+        await register(stub, "shared", worker_id="worker-1")   # registering again counts once
+        await stub.PublishRunSteps(iterate(*steps("shared", "a", 3)), metadata=first)
+        assert (await finish(stub, "shared", first)).status == S.EXEC
+    await daemon.stop()
+    daemon = await start_daemon(db_path=tmp_path / "shared.db")
+    channel, stub = stub_for(daemon)
+    async with channel:
+        assert (await finish(stub, "shared", second)).status == S.TERM
+        one = await register(stub, "failing", worker_id="worker-1")
+        await register(stub, "failing", worker_id="worker-2")
+        assert (await finish(stub, "failing", one, "agent a failed")).status == S.FAULT
+
+
+@pytest.mark.timeout(60)
 async def test_finish_commits_what_open_streams_buffered_first(start_daemon, monkeypatch) -> None:
     from telemetry.daemon import _PublishStream
     monkeypatch.setattr(_PublishStream, "FLUSH_DELAY_S", 3600.0)   # records stay buffered until finish
