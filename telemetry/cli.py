@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -126,28 +127,56 @@ def _episode_line(e: pb.RunEpisode) -> str:
             f"return={e.total_reward:+.3f} steps={e.steps} {end}")
 
 
+async def _records(call: grpc.aio.UnaryStreamCall) -> AsyncIterator:
+    """The messages of a server stream; the call is cancelled when the consumer stops."""
+    try:
+        async for record in call:
+            yield record
+    finally:
+        call.cancel()
+
+
+async def _steps(stub: trainer_pb2_grpc.TrainerServiceStub, request: pb.StreamStepsRequest) -> AsyncIterator[pb.RunStep]:
+    """A run's steps, many per message (StreamRunStepBatches, which keeps up with a fast run);
+    one per message (StreamRunSteps) from a daemon without that extension, such as the
+    reference MOSAIC/1.0 daemon, which answers UNIMPLEMENTED."""
+    answered = False
+    try:
+        async with contextlib.aclosing(_records(stub.StreamRunStepBatches(request))) as batches:
+            async for batch in batches:
+                answered = True
+                for step in batch.steps:
+                    yield step
+            return
+    except grpc.aio.AioRpcError as exc:
+        if answered or exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+    async with contextlib.aclosing(_records(stub.StreamRunSteps(request))) as steps:
+        async for step in steps:
+            yield step
+
+
+async def _print_lines(records: AsyncIterator, line: Callable[[Any], str]) -> None:
+    """Print each record as ``line`` formats it, as it arrives."""
+    async with contextlib.aclosing(records):
+        async for record in records:
+            print(line(record), flush=True)
+
+
 async def _tail(args: argparse.Namespace) -> int:
     async with _channel(args) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
-
-        async def follow(call: grpc.aio.UnaryStreamCall, line) -> None:
-            async for record in call:
-                print(line(record), flush=True)
-
-        calls = []
-        if args.kind in ("steps", "both"):
-            calls.append((stub.StreamRunSteps(pb.StreamStepsRequest(
-                run_id=args.run_id, since_seq=args.since, agent_id=args.agent or "")), _step_line))
-        if args.kind in ("episodes", "both"):
-            calls.append((stub.StreamRunEpisodes(pb.StreamEpisodesRequest(
-                run_id=args.run_id, since_seq=args.episodes_since, agent_id=args.agent or "")), _episode_line))
         try:
-            await asyncio.gather(*(follow(call, line) for call, line in calls))
-        except grpc.aio.AioRpcError as exc:
-            raise _rpc_error(exc, args.target) from None
-        finally:
-            for call, _ in calls:
-                call.cancel()
+            async with asyncio.TaskGroup() as group:
+                if args.kind in ("steps", "both"):
+                    group.create_task(_print_lines(_steps(stub, pb.StreamStepsRequest(
+                        run_id=args.run_id, since_seq=args.since, agent_id=args.agent or "")), _step_line))
+                if args.kind in ("episodes", "both"):
+                    group.create_task(_print_lines(_records(stub.StreamRunEpisodes(pb.StreamEpisodesRequest(
+                        run_id=args.run_id, since_seq=args.episodes_since, agent_id=args.agent or ""))),
+                        _episode_line))
+        except* grpc.aio.AioRpcError as group_error:
+            raise _rpc_error(group_error.exceptions[0], args.target) from None
     return 0
 
 

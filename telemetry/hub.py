@@ -14,12 +14,15 @@ Everything here runs on the daemon's event loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Hashable
 
 Topic = Hashable
 RUNS_TOPIC: Topic = ("runs", "")
+#: Default bound of a chunk from ``replay_then_live_chunks`` (records).
+DEFAULT_CHUNK_RECORDS = 2000
 
 
 def steps_topic(run_id: str) -> Topic:
@@ -90,6 +93,16 @@ class Subscription:
             return None
         if self._overflowed:
             return OVERFLOWED
+        return self._pop()
+
+    def next_queued(self) -> Sequence[Any] | None:
+        """The next chunk if one is queued right now, else None (also when overflowed or closed:
+        ``next`` reports those)."""
+        if not self._chunks or self._overflowed or self._closed:
+            return None
+        return self._pop()
+
+    def _pop(self) -> Sequence[Any]:
         chunk = self._chunks.popleft()
         self._queued -= len(chunk)
         return chunk
@@ -148,11 +161,12 @@ class LiveHub:
                 sub._end()
         self._subscribers.clear()
 
-    async def replay_then_live(self, topic: Topic, read_page: Callable[[int], Awaitable[Sequence[Any]]],
-                               since_seq: int = 0,
-                               keep: Callable[[Any], bool] | None = None) -> AsyncIterator[Any]:
-        """Every record of ``topic`` with seq_id > ``since_seq``: first from the store, then
-        live, with no gap and no duplicate, until the hub closes.
+    async def replay_then_live_chunks(self, topic: Topic, read_page: Callable[[int], Awaitable[Sequence[Any]]],
+                                      since_seq: int = 0, keep: Callable[[Any], bool] | None = None,
+                                      max_records: int = DEFAULT_CHUNK_RECORDS) -> AsyncIterator[Sequence[Any]]:
+        """Every record of ``topic`` with seq_id > ``since_seq``, in non-empty chunks of at
+        most ``max_records``: first from the store, then live, with no gap and no duplicate,
+        until the hub closes. A chunk is a store page, or live, whatever is queued for us.
 
         ``read_page(after)`` returns stored records with seq_id > ``after`` in seq order (a
         non-empty page unless there are none), already filtered like ``keep``. ``keep``
@@ -167,22 +181,46 @@ class LiveHub:
         try:
             while True:
                 sub.reset()
-                while True:
-                    page = await read_page(last)
-                    if not page:
-                        break
-                    for record in page:
-                        yield record
-                        last = record.seq_id
+                while page := await read_page(last):
+                    for piece in _pieces(page, max_records):
+                        yield piece
+                    last = page[-1].seq_id
                 while True:
                     chunk = await sub.next()
                     if chunk is None:
                         return
                     if chunk is OVERFLOWED:
                         break
-                    for record in chunk:
-                        if record.seq_id > last and (keep is None or keep(record)):
-                            yield record
-                            last = record.seq_id
+                    fresh = _after(chunk, last, keep)
+                    while len(fresh) < max_records and (more := sub.next_queued()) is not None:
+                        fresh.extend(_after(more, fresh[-1].seq_id if fresh else last, keep))
+                    for piece in _pieces(fresh, max_records):
+                        yield piece
+                    if fresh:
+                        last = fresh[-1].seq_id
         finally:
             sub.close()
+
+    async def replay_then_live(self, topic: Topic, read_page: Callable[[int], Awaitable[Sequence[Any]]],
+                               since_seq: int = 0,
+                               keep: Callable[[Any], bool] | None = None) -> AsyncIterator[Any]:
+        """``replay_then_live_chunks`` one record at a time (same arguments and guarantees)."""
+        async with contextlib.aclosing(self.replay_then_live_chunks(topic, read_page, since_seq, keep)) as chunks:
+            async for chunk in chunks:
+                for record in chunk:
+                    yield record
+
+
+def _after(chunk: Sequence[Any], last: int, keep: Callable[[Any], bool] | None) -> list[Any]:
+    """The records of a live chunk not yet sent (seq_id > ``last``) that ``keep`` wants."""
+    return [record for record in chunk if record.seq_id > last and (keep is None or keep(record))]
+
+
+def _pieces(records: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``records`` cut into consecutive non-empty pieces of at most ``size``."""
+    if len(records) <= size:
+        if records:
+            yield records
+        return
+    for start in range(0, len(records), size):
+        yield records[start:start + size]
