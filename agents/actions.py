@@ -48,8 +48,9 @@ agent owns them, and a plan's own `+state(...)` or `-done` is overwritten at the
 Numbers written in a plan file reach actions as floats (`.rl_step(2)` gets 2.0); integral values
 are accepted where an integer is needed.
 Every step and every closed episode becomes a record in the agent's RecordBuffer; before each
-environment step the optional gate (`await gate(agent_id)`) is awaited: that is how telemetry
-backpressure pauses an agent without the learning loop ever touching the network.
+environment step the agent passes its optional `Gate`: that is how telemetry backpressure
+pauses an agent without the learning loop ever touching the network. Steps run synchronously
+while the gate lets them through at once; only a step that has to wait becomes a coroutine.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
@@ -78,7 +80,47 @@ PERCEPT = frozenset([Literal("source", (Literal("percept"),))])
 _FLAGS = ("done", "terminated", "truncated", "goal_reached", "fell_in_hole")
 _ADD, _DEL, _BELIEF = Trigger.addition, Trigger.removal, GoalType.belief
 
-Gate = Callable[[str], Awaitable[None]]
+
+def _never(agent_id: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What an agent passes before each environment step (telemetry backpressure: pause,
+    step credits, rate caps), as `try_pass` and `wait`, both called with the agent's id.
+
+    `try_pass` answers at once: True when the agent may step now (the permission is then
+    taken: a credit spent, a rate slot used), False when it would have to wait, taking
+    nothing. `wait` returns once the agent may step, taking the permission. An agent steps
+    synchronously while `try_pass` says yes and awaits `wait` only when it says no, so an open
+    gate costs no coroutine per step. Without `try_pass`, every step awaits `wait`.
+    """
+
+    wait: Callable[[str], Awaitable[None]]
+    try_pass: Callable[[str], bool] = _never
+
+    @classmethod
+    def of_session(cls, session: Any) -> Gate:
+        """The gate of a telemetry session (or a `telemetry.flow.RunFlow`): its
+        `try_acquire` and `wait_until_allowed`."""
+        return cls(wait=session.wait_until_allowed, try_pass=session.try_acquire)
+
+    async def __call__(self, agent_id: str) -> None:
+        """Pass the gate: at once if `try_pass` allows, else once `wait` returns."""
+        if not self.try_pass(agent_id):
+            await self.wait(agent_id)
+
+
+#: What an agent accepts as its gate: a `Gate`, or only the coroutine function to await.
+GateLike = Gate | Callable[[str], Awaitable[None]]
+
+
+def as_gate(gate: Optional[GateLike]) -> Optional[Gate]:
+    """`gate` as a `Gate`: a bare coroutine function becomes its `wait` (awaited every step)."""
+    if gate is None or isinstance(gate, Gate):
+        return gate
+    return Gate(wait=gate)
 
 
 class PlanError(RuntimeError):
@@ -410,7 +452,8 @@ class LearningActions:
                 label,
                 BACKEND,
                 time.time_ns(),
-                self._render_hint_json,
+                # Per environment, so constant: sent once per episode, with its first step.
+                self._render_hint_json if k == 1 else None,
                 1,
                 self.episode_seed,
             )
@@ -458,26 +501,30 @@ class LearningActions:
             )
         )
 
-    def run_episode_sync(self, mode: str) -> None:
-        self.reset()
+    def run_episode_steps(self, mode: str) -> bool:
+        """Choose, step and learn in the open episode for as long as no step has to wait (the
+        gate lets it through at once, the last record fit in the buffer). True once the episode
+        is done; False when the next step has to wait (see `finish_episode_steps`)."""
+        gate, agent_id = self.gate, self.agent_id
+        try_pass = None if gate is None else gate.try_pass
         choose, step, learn = self.choose, self.step, self.learn
         while not self.done:
+            if self._overflow or (try_pass is not None and not try_pass(agent_id)):
+                return False
             step(*choose(mode))
             learn()
-        self.end_episode()
+        return True
 
-    async def run_episode_gated(self, mode: str) -> None:
-        self.reset()
-        gate, agent_id = self.gate, self.agent_id
-        while not self.done:
+    async def finish_episode_steps(self, mode: str) -> None:
+        """The open episode's remaining steps, waiting for buffer space and the gate where a
+        step has to, and synchronously again as soon as none has to."""
+        while not self.run_episode_steps(mode):
+            await self.flush_overflow()
+            gate = self.gate
             if gate is not None:
-                await gate(agent_id)
-            self.step(*self.choose(mode))
-            self.learn()
-            if self._overflow:
-                await self.flush_overflow()
-        self.end_episode()
-        await self.flush_overflow()
+                await gate(self.agent_id)
+                self.step(*self.choose(mode))
+                self.learn()
 
     def evaluate(self, episodes: int) -> None:
         if self._eval_env is None:
@@ -599,16 +646,17 @@ class LearningActions:
             raise PlanError(f"{name}: no action chosen since the last step; call .rl_choose(Mode) first")
         else:
             action, label = self._chosen
-        if self.gate is None:
+        gate = self.gate
+        if gate is None or gate.try_pass(self.agent_id):
             self.step(action, label)
             self._publish_step()
             self._settle(name)
         else:
-            self._defer(name, self._gated_step(action, label))
+            self._defer(name, self._gated_step(gate, action, label))
         yield
 
-    async def _gated_step(self, action: int, label: str) -> None:
-        await self.gate(self.agent_id)
+    async def _gated_step(self, gate: Gate, action: int, label: str) -> None:
+        await gate.wait(self.agent_id)
         self.step(action, label)
         self._publish_step()
         self.beliefs.promote_reactions()
@@ -628,8 +676,9 @@ class LearningActions:
 
     def _a_run_episode(self, agent, term, intention):
         mode = _mode(term.args[0], intention)
-        if self.gate is None:
-            self.run_episode_sync(mode)
+        self.reset()
+        if self.run_episode_steps(mode):
+            self.end_episode()
             self._publish_episode_run()
             self._settle(".rl_run_episode/1")
         else:
@@ -637,9 +686,11 @@ class LearningActions:
         yield
 
     async def _gated_episode(self, mode: str) -> None:
-        await self.run_episode_gated(mode)
+        await self.finish_episode_steps(mode)
+        self.end_episode()
         self._publish_episode_run()
         self.beliefs.promote_reactions()
+        await self.flush_overflow()
 
     def _publish_episode_run(self) -> None:
         self._publish_reset()

@@ -42,7 +42,7 @@ import agentspeak.stdlib
 from spade.agent import AuthenticationFailure, DisconnectedException
 from spade_bdi.bdi import BDIAgent, BDIBehaviour
 
-from agents.actions import Gate, LearningActions
+from agents.actions import GateLike, LearningActions, as_gate
 from agents.asl_check import AslError, AslProblem, check_asl
 from agents.config import DEFAULT_ASL, AgentConfig
 from agents.qlearning import QLearner
@@ -102,8 +102,9 @@ class LearningAgent(BDIAgent):
     and policy_out; telemetry and xmpp settings are for whoever starts the agent. `asl_path`
     overrides `config.asl`. `records` receives a
     StepRecord per step and an EpisodeRecord per episode. `gate`, if given (or set later with
-    `set_gate`), is awaited before every environment step. Raises AslError (file and line) if the
-    plan file is invalid, and the environment/config errors of `envs.make_env`.
+    `set_gate`), is passed before every environment step (see `agents.actions.Gate`). Raises
+    AslError (file and line) if the plan file is invalid, and the environment/config errors of
+    `envs.make_env`.
     """
 
     def __init__(
@@ -115,7 +116,7 @@ class LearningAgent(BDIAgent):
         asl_path: str | Path | None = None,
         records: Optional[RecordBuffer] = None,
         port: int = 5222,
-        gate: Optional[Gate] = None,
+        gate: Optional[GateLike] = None,
         start_timeout: float = 10.0,
         eval_episodes: int = 100,
         success_window: int = 100,
@@ -152,7 +153,7 @@ class LearningAgent(BDIAgent):
             defer=self._defer,
             on_stop=self._stop_learning,
         )
-        self.learning.gate = gate
+        self.learning.gate = as_gate(gate)
         asl = asl_path or config.asl
         # SPADE's container, created with the first agent, installs uvloop's event-loop policy
         # process-wide (SPADE-NOTES pitfall 11), which breaks asyncio subprocesses elsewhere in
@@ -276,9 +277,11 @@ class LearningAgent(BDIAgent):
             self._abort_connection()
         self.learning.close()
 
-    def set_gate(self, gate: Optional[Gate]) -> None:
-        """Install (or remove, with None) the coroutine awaited before every environment step."""
-        self.learning.gate = gate
+    def set_gate(self, gate: Optional[GateLike]) -> None:
+        """Install (or remove, with None) the gate passed before every environment step: a
+        `Gate` (a synchronous check, awaited only when it says no) or a coroutine function
+        awaited before every step."""
+        self.learning.gate = as_gate(gate)
 
     @property
     def episodes_done(self) -> int:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Awaitable, Callable, Optional, Sequence
 
+from agents.actions import Gate
 from agents.asl_check import AslError
 from agents.bdi_agent import AgentResult, AgentStartError, LearningAgent
 from agents.config import AgentConfig, ConfigError, ContainerConfig, TelemetryConfig, XmppConfig, load_container_config
@@ -211,8 +212,8 @@ class _Telemetry:
         except TelemetryError as err:
             self.error = err
 
-    def gate(self) -> Optional[Callable[[str], Awaitable[None]]]:
-        return None if self.session is None else self.session.wait_until_allowed
+    def gate(self) -> Optional[Gate]:
+        return None if self.session is None else Gate.of_session(self.session)
 
     async def finish(self, run_id: str, failures: Sequence[AgentOutcome], timeout_s: float) -> None:
         """Tell the daemon the run is over: TERM, or FAULT naming the failed agents (bounded;

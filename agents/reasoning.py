@@ -217,6 +217,7 @@ class ReasoningBehaviour(BDIBehaviour):
         self.on_idle = on_idle
         self.failure: Optional[ReasoningFailure] = None
         self.instructions = 0
+        self.deferrals = 0  # actions' work awaited between instructions (gate waits, buffer space)
         self._wake = asyncio.Event()
         self._deferred: Optional[tuple[str, Awaitable]] = None
         self._waiting_task: Optional[asyncio.Task] = None  # set while deferred work is awaited
@@ -227,6 +228,7 @@ class ReasoningBehaviour(BDIBehaviour):
 
     def defer(self, action: str, work: Awaitable) -> None:
         """Have `work` awaited right after the current instruction, before any other runs."""
+        self.deferrals += 1
         self._deferred = (action, work)
 
     def kill(self, exit_code=None) -> None:

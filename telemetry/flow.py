@@ -1,7 +1,9 @@
 """Flow control of one run as a producing session sees it: pause, step credits, rate cap.
 
 The daemon's ControlStream carries these as `ControlEvent`s; the proxy applies them here and
-agents honour them by awaiting `wait_until_allowed` before each environment step. An event
+agents honour them before each environment step: `try_acquire` answers at once (and costs
+next to nothing while nothing holds anyone back), `wait_until_allowed` waits when it must. Both
+ask the same question (`_take`), so they never disagree. An event
 with an `agent_id` concerns that agent only; without one it concerns every agent of the run.
 
 - pause / resume: a run-wide pause holds every agent; an agent pause holds that agent. A
@@ -22,11 +24,16 @@ Credits are deltas and are kept.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from telemetry.generated import trainer_pb2
 
 RUN_WIDE = ""   # the account / cap key that concerns every agent of the run
+_TAKEN = 0.0            # `_take`: the steps were allowed and taken
+_UNTIL_CHANGED = math.inf   # `_take`: nothing but a control event can allow them
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,14 @@ class FlowSnapshot:
 
 
 class RunFlow:
-    """Control state of one run, fed by ControlEvents, awaited by producers."""
+    """Control state of one run, fed by ControlEvents, checked and awaited by producers.
 
-    def __init__(self, run_id: str) -> None:
+    `clock` (seconds, monotonic) spaces capped steps; tests may pass their own.
+    """
+
+    def __init__(self, run_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.run_id = run_id
+        self._clock = clock
         self.events_applied = 0
         self._paused_run = False
         self._paused_agents: set[str] = set()
@@ -51,6 +62,7 @@ class RunFlow:
         self._next_slot: dict[str, float] = {}
         self._changed = asyncio.Event()
         self._released = False
+        self._holds_nobody = True   # cached: no pause, no credit mode, no cap (or released)
         self._resync_generation = 0
         self._resync_pending = False
 
@@ -119,6 +131,9 @@ class RunFlow:
             self._paused_agents.discard(key)
 
     def _notify(self) -> None:
+        """The state changed: refresh the fast path's flag and wake every waiter to look again."""
+        self._holds_nobody = self._released or not (
+            self._paused_run or self._paused_agents or self._credits or self._rates)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -131,33 +146,53 @@ class RunFlow:
         return FlowSnapshot(self._paused_run, frozenset(self._paused_agents),
                             dict(self._credits), dict(self._rates))
 
-    async def wait_until_allowed(self, agent_id: str | None = None, steps: int = 1) -> None:
-        """Return once `agent_id` may take `steps` steps; spends credits in credit mode."""
+    def try_acquire(self, agent_id: str | None = None, steps: int = 1) -> bool:
+        """Take `steps` steps for `agent_id` now if nothing holds it back: True when taken
+        (credits spent in credit mode, a rate slot used under a cap), False when it would have
+        to wait, and then nothing is spent. Always True after `release`."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        key = agent_id or RUN_WIDE
-        loop = asyncio.get_running_loop()
-        while not self._released:
-            changed = self._changed
-            if self.is_paused(agent_id):
-                await changed.wait()
-                continue
-            account = key if key in self._credits else (
-                RUN_WIDE if RUN_WIDE in self._credits else None)
-            if account is not None and self._credits[account] < steps:
-                await changed.wait()
-                continue
-            rate = self._rates.get(key) or self._rates.get(RUN_WIDE)
-            if rate:
-                now = loop.time()
-                slot = self._next_slot.get(key, now)
-                if slot > now:
-                    try:
-                        await asyncio.wait_for(changed.wait(), slot - now)
-                    except TimeoutError:
-                        pass
-                    continue
-                self._next_slot[key] = max(slot, now) + steps / rate
-            if account is not None:
-                self._credits[account] -= steps
+        return self._holds_nobody or self._take(agent_id, steps) == _TAKEN
+
+    async def wait_until_allowed(self, agent_id: str | None = None, steps: int = 1) -> None:
+        """Return once `agent_id` may take `steps` steps, taking them (see `try_acquire`)."""
+        if self.try_acquire(agent_id, steps):
             return
+        while (wait_s := self._take(agent_id, steps)) != _TAKEN:
+            changed = self._changed
+            if wait_s == _UNTIL_CHANGED:
+                await changed.wait()
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), wait_s)
+            except TimeoutError:
+                pass
+
+    def _take(self, agent_id: str | None, steps: int) -> float:
+        """The one rule deciding whether `agent_id` may take `steps` steps now.
+
+        Returns `_TAKEN` when it may, having spent the credits and used the rate slot;
+        otherwise how many seconds to wait before asking again (`_UNTIL_CHANGED`: until a
+        control event arrives), having spent nothing.
+        """
+        if self._released:
+            return _TAKEN
+        if self.is_paused(agent_id):
+            return _UNTIL_CHANGED
+        key = agent_id or RUN_WIDE
+        credits = self._credits
+        account = key if key in credits else (RUN_WIDE if RUN_WIDE in credits else None)
+        if account is not None and credits[account] < steps:
+            return _UNTIL_CHANGED
+        rate = self._rates.get(key) or self._rates.get(RUN_WIDE)
+        if rate:
+            # Not the loop's clock: try_acquire needs no running loop, and waits only ever hand
+            # durations to asyncio.
+            now = self._clock()
+            slot = self._next_slot.get(key, now)
+            if slot > now:
+                return slot - now
+            self._next_slot[key] = now + steps / rate
+        if account is not None:
+            credits[account] -= steps
+        return _TAKEN

@@ -173,7 +173,7 @@ class TabularTrainer:
                 step_index=len(steps), action_json=str(action), observation_json=str(int(nxt)),
                 reward=float(reward), terminated=bool(terminated), truncated=bool(truncated),
                 timestamp=_now(), policy_label="epsilon-greedy", backend="tabular-q",
-                render_hint_json=self.hint_json, payload_version=1))
+                render_hint_json=self.hint_json if not steps else "", payload_version=1))  # as agents send it
             total += float(reward)
             state = nxt
         success = bool(terminated and (reward > 0 or self.env.spec.id.startswith("CliffWalking")))

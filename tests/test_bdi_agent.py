@@ -95,6 +95,8 @@ async def test_two_agents_learn_frozenlake_and_records_match(xmpp_server, unique
         assert [s.step_index for s in steps if s.episode_index == 5] == list(range(episodes[5].steps))
         assert all(s.terminated or s.truncated for s in steps if s.step_index == episodes[s.episode_index].steps - 1)
         assert json.loads(steps[0].render_hint_json)["kind"] == "grid"
+        # The hint is per environment: it travels with each episode's first step only.
+        assert [s.step_index for s in steps if s.render_hint_json] == [0] * result.episodes
         assert steps[0].episode_seed == agent.config.seed
         assert {s.policy_label for s in steps} == {"explore", "greedy"}
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from agents.actions import Gate
 from agents.bdi_agent import LearningAgent
 from agents.config import AgentConfig, TelemetryConfig
 from agents.container import agent_jid
@@ -241,7 +242,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                     eval_episodes=0 if condition.hunting else spec.threshold.eval_episodes,
                 )
                 agents.append(agent)
-                behaviour = TelemetryBehaviour(records, sink, gate=session.wait_until_allowed if session is not None else None)
+                behaviour = TelemetryBehaviour(records, sink, gate=Gate.of_session(session) if session is not None else None)
                 behaviour.attach(agent)
                 behaviours.append(behaviour)
                 agent.add_behaviour(MessageTelemetryBehaviour(agent.ledger, session))
