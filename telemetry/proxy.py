@@ -928,14 +928,18 @@ class TelemetrySession:
         """Deliver the buffer and the spool; spool while the daemon is away."""
         loop = asyncio.get_running_loop()
         next_sync = loop.time() + self._proxy.spool_sync_interval_s
+        next_flush = loop.time() + self._proxy.flush_interval_s
         while True:
             # A timer instead of wait_for: a producer's single `sleep(0)` after waking us
-            # is then enough for this task to run.
-            timer = loop.call_later(self._proxy.flush_interval_s, self._wake.set)
+            # is then enough for this task to run. The interval counts from the start of the
+            # last round, not its end: a round waits for the daemon's commit, and that wait
+            # must not stretch the interval (nor its latency).
+            timer = loop.call_at(next_flush, self._wake.set)
             try:
                 await self._wake.wait()
             finally:
                 timer.cancel()
+            next_flush = loop.time() + self._proxy.flush_interval_s
             try:
                 done, next_sync = await self._sender_round(loop, next_sync)
             except Exception as err:   # a bug or a failing disk: stop loudly, never silently

@@ -739,6 +739,41 @@ def _numbered(run_key: int, first_seq: int, values: list[tuple]) -> Iterator[tup
 
 
 _STOP = object()
+#: How often the checkpointer copies the WAL back into the database file.
+CHECKPOINT_INTERVAL_S = 0.5
+#: WAL pages past which the writer checkpoints itself (only if the checkpointer fell behind).
+WRITER_CHECKPOINT_PAGES = 16384
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file from its own thread and connection, so
+    commits never wait for a checkpoint. (SQLite's automatic checkpoint runs inside the COMMIT
+    that takes the WAL past 1,000 pages, with its writes and fsyncs: a 10-25 ms stall of the
+    writer every second or two at 10,000 steps/s.) PASSIVE: it never blocks the writer or
+    readers; the writer restarts the WAL at its next transaction once it is all copied."""
+
+    def __init__(self, path: str, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self._path = path
+        self._conn = _connect(path, create=False)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telemetry-store-checkpointer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self._interval_s):
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:   # the writer's own checkpoint still bounds the WAL
+                    log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
+        finally:
+            self._conn.close()
+
+    def stop(self) -> None:
+        """Stop and close the connection (after the writer's last commit)."""
+        self._stop.set()
+        self._thread.join()
 
 
 class StoreWriter:
@@ -774,6 +809,8 @@ class StoreWriter:
         self._done = self._loop.create_future()
         conn = _connect(self.path, create=False)
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
+        self._checkpointer = _Checkpointer(self.path)
         self._thread = threading.Thread(target=self._run, args=(conn,), name="telemetry-store-writer", daemon=True)
         self._thread.start()
 
@@ -888,6 +925,7 @@ class StoreWriter:
             self._loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
+        self._checkpointer.stop()
         if not self._done.done():
             self._done.set_result(None)
 
