@@ -7,13 +7,9 @@ benchmark process and in probe processes, log in to it as clients.
 
 A process of its own, so that its CPU time is never counted as the agents'.
 
-pyjabber 0.4.5 loses a client's stream restart when it arrives early: after STARTTLS it awaits
-``loop.start_tls`` and only then resets its XML parser, but the TLS transport hands the
-client's new ``<stream:stream>`` (sent as soon as the client's handshake ends) to the parser
-before that await returns; the header is taken for a child of the old stream, the reset then
-drops it, and the server never answers (the agent's start() times out after 10 s). On this
-loaded machine that happened to most logins. ``_recognise_stream_restarts`` makes the parser
-treat an opening ``<stream:stream>`` as the restart it is, whenever it comes.
+The pyjabber bugs that made logins from other processes time out (a stream restart lost after
+STARTTLS) or their messages vanish are worked around inside ``start_xmpp_server``
+(``agents.xmpp_server.patch_pyjabber``).
 """
 from __future__ import annotations
 
@@ -23,27 +19,8 @@ import sys
 
 from agents.xmpp_server import start_xmpp_server
 
-_STREAM = ("http://etherx.jabber.org/streams", "stream")
-
-
-def _recognise_stream_restarts() -> None:
-    """A new stream header restarts the stream (RFC 6120 4.3.3) wherever the parser stands;
-    the negotiator's own reset then has nothing left to do."""
-    from pyjabber.network.parsers.XMLParser import XMLParser
-
-    opening = XMLParser.startElementNS
-
-    def start_element(parser: XMLParser, name: tuple, qname: str, attrs: object) -> None:
-        if name == _STREAM:
-            parser._stack.clear()
-        opening(parser, name, qname, attrs)
-
-    XMLParser.startElementNS = start_element
-    XMLParser.reset_stack = lambda parser: None
-
 
 async def serve() -> None:
-    _recognise_stream_restarts()
     server = await start_xmpp_server(0, 0)
     print(server.client_port, flush=True)
     loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ _serial = itertools.count(1)
 
 @pytest_asyncio.fixture(scope="session")
 async def xmpp_server() -> EmbeddedXmppServer:
-    """The running embedded server (admin page disabled, loopback only, in-memory accounts)."""
+    """The running embedded server (admin page disabled, loopback only, throwaway accounts)."""
     server = await start_xmpp_server(client_port=0, server_port=0)
     yield server
     await server.stop()
