@@ -103,8 +103,12 @@ class Gate:
     @classmethod
     def of_session(cls, session: Any) -> Gate:
         """The gate of a telemetry session (or a `telemetry.flow.RunFlow`): its
-        `try_acquire` and `wait_until_allowed`."""
-        return cls(wait=session.wait_until_allowed, try_pass=session.try_acquire)
+        `try_acquire` and `wait_until_allowed`. When the session already holds its run's
+        control state, the gate goes to that `RunFlow` directly: one call per step instead
+        of three (the session only looks the flow up)."""
+        flow = getattr(session, "flow", None)
+        source = (flow() if callable(flow) else None) or session
+        return cls(wait=source.wait_until_allowed, try_pass=source.try_acquire)
 
     async def __call__(self, agent_id: str) -> None:
         """Pass the gate: at once if `try_pass` allows, else once `wait` returns."""

@@ -39,8 +39,12 @@ logger = logging.getLogger(__name__)
 #: How often the behaviour drains: small enough that records flow while the agent learns, large
 #: enough that an idle agent costs nothing.
 DEFAULT_PERIOD_S = 0.05
-#: Records handed to the sink between event-loop turns, so a big drain does not stall the agent.
-_CHUNK = 1000
+#: Most records handed to the sink at once: the proxy's largest publish call (8 batches of
+#: 2,000). A drain normally takes everything in one go (one `emit_steps`, cheap as columns);
+#: yielding between small chunks instead gave the agent a whole time slice per chunk, so a fast
+#: agent outran its drain and lived with a full buffer. A fuller buffer takes several turns of
+#: the loop, so the session's sender ships in between and its own buffer never overflows.
+_DRAIN_RECORDS = 16_000
 
 
 class RecordSink(Protocol):
@@ -245,7 +249,7 @@ class TelemetryBehaviour(PeriodicBehaviour):
             return
         records = self.records
         while True:
-            batch = records.drain(_CHUNK)
+            batch = records.drain(_DRAIN_RECORDS)
             if not batch:
                 return
             try:
@@ -259,5 +263,5 @@ class TelemetryBehaviour(PeriodicBehaviour):
             steps = sum(1 for r in batch if type(r) is StepRecord)
             self.steps_sent += steps
             self.episodes_sent += len(batch) - steps
-            if len(batch) == _CHUNK:
+            if len(batch) == _DRAIN_RECORDS:
                 await asyncio.sleep(0)  # let the agent and the session's sender run between chunks

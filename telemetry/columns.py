@@ -17,12 +17,13 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from telemetry.generated import trainer_pb2
 
-#: The per-step columns, in the order `_ROW` reads them from a step object.
+#: The per-step columns.
 PER_STEP = ("episode_index", "step_index", "action_json", "observation_json", "reward",
             "terminated", "truncated", "timestamp_ns", "policy_label")
-#: Everything `encode_steps` reads: the per-step columns, then the shared and sparse fields.
-_ROW = attrgetter(*PER_STEP, "backend", "payload_version", "render_hint_json", "episode_seed")
-_BACKEND, _PAYLOAD_VERSION, _HINT, _SEED = range(len(PER_STEP), len(PER_STEP) + 4)
+_GETTERS = tuple((name, attrgetter(name)) for name in PER_STEP)
+_SHARED = attrgetter("backend", "payload_version")
+_HINT = attrgetter("render_hint_json")
+_SEED = attrgetter("episode_seed")
 
 
 class StepLike(Protocol):
@@ -50,38 +51,40 @@ def encode_steps(agent_id: str, worker_id: str, steps: Sequence[StepLike]) -> li
     """The steps of one agent as column blocks: one block, or one per run of steps with equal
     (backend, payload_version), which a block holds once.
 
-    Raises TypeError (naming the field) when a step holds a value of the wrong type, e.g. a
-    non-string `action_json`: columns take the wire types as they are.
+    Each column is filled straight from the steps' attributes (no tuple per step: that would
+    cost time and wake the garbage collector). Raises TypeError (naming the field) when a
+    step holds a value of the wrong type, e.g. a non-string `action_json`: columns take the
+    wire types as they are.
     """
     if not steps:
         return []
-    columns = list(zip(*map(_ROW, steps)))
-    if len(set(columns[_BACKEND])) == 1 and len(set(columns[_PAYLOAD_VERSION])) == 1:
-        return [_block(agent_id, worker_id, columns)]
+    shared = list(map(_SHARED, steps))
+    if len(set(shared)) == 1:
+        return [_block(agent_id, worker_id, shared[0], steps)]
     blocks, start = [], 0
-    shared = list(zip(columns[_BACKEND], columns[_PAYLOAD_VERSION]))
     for end in range(1, len(steps) + 1):
         if end == len(steps) or shared[end] != shared[start]:
-            blocks.append(_block(agent_id, worker_id, [c[start:end] for c in columns]))
+            blocks.append(_block(agent_id, worker_id, shared[start], steps[start:end]))
             start = end
     return blocks
 
 
-def _block(agent_id: str, worker_id: str, columns: Sequence[Sequence[Any]]) -> trainer_pb2.StepColumns:
-    """One block from transposed `_ROW` columns whose backend and payload_version are equal."""
-    block = trainer_pb2.StepColumns(agent_id=agent_id, worker_id=worker_id,
-                                    backend=columns[_BACKEND][0] or "",
-                                    payload_version=columns[_PAYLOAD_VERSION][0])
-    for name, column in zip(PER_STEP, columns):
+def _block(agent_id: str, worker_id: str, shared: tuple[str, int],
+           steps: Sequence[StepLike]) -> trainer_pb2.StepColumns:
+    """One block of steps that share `shared` = (backend, payload_version)."""
+    backend, payload_version = shared
+    block = trainer_pb2.StepColumns(agent_id=agent_id, worker_id=worker_id, backend=backend or "",
+                                    payload_version=payload_version)
+    for name, get in _GETTERS:
         try:
-            getattr(block, name).extend(column)
+            getattr(block, name).extend(map(get, steps))
         except (TypeError, ValueError) as err:
             raise TypeError(f"step field {name} of agent {agent_id!r}: {err}") from None
-    hints = [(row, hint) for row, hint in enumerate(columns[_HINT]) if hint]
+    hints = [(row, hint) for row, hint in enumerate(map(_HINT, steps)) if hint]
     if hints:
         block.render_hint_rows.extend(row for row, _ in hints)
         block.render_hint_json.extend(hint for _, hint in hints)
-    seeds = [(row, seed) for row, seed in enumerate(columns[_SEED]) if seed is not None]
+    seeds = [(row, seed) for row, seed in enumerate(map(_SEED, steps)) if seed is not None]
     if seeds:
         block.episode_seed_rows.extend(row for row, _ in seeds)
         block.episode_seed.extend(seed for _, seed in seeds)

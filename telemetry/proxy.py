@@ -1052,8 +1052,11 @@ class TelemetrySession:
         return taken
 
     def _encode(self, records: Iterable[_Entry]) -> list[tuple[str, list[bytes], int]]:
-        """Group records by run (keeping order) and pack each run's into size-bounded batches
-        of at most `batch_max_records` records (a column block is never cut).
+        """Group records by run (keeping order) and pack each run's into batches below the
+        message size limit, each holding at most `batch_max_records` messages. A column block
+        counts as one: its steps cost the daemon a fraction of as many messages, and every
+        extra message of a publish call costs the sender a turn of the event loop, which a busy
+        agent holds for a whole time slice.
 
         Returns (run_id, [serialized TelemetryBatch, ...], record count) per run.
         """
@@ -1067,13 +1070,13 @@ class TelemetrySession:
             current: list[bytes] = [head]
             size, held = len(head), 0
             for framed, count in entries:
-                if len(current) > 1 and (held + count > self._proxy.batch_max_records
+                if len(current) > 1 and (held >= self._proxy.batch_max_records
                                          or size + len(framed) > self._limit):
                     payloads.append(b"".join(current))
                     current, size, held = [head], len(head), 0
                 current.append(framed)
                 size += len(framed)
-                held += count
+                held += 1
             payloads.append(b"".join(current))
             out.append((run_id, payloads, sum(count for _, count in entries)))
         return out

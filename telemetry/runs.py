@@ -316,6 +316,11 @@ class RunRegistry:
         Run-wide pause/resume move the run PAUSE/EXEC; agent-targeted ones only change which
         agents are paused. ``max_rate_hz`` 0 removes a cap. Raises ``ControlRefused`` when
         the run's state does not allow the command, ValueError for an empty event.
+
+        The new state is saved without waiting for the commit: the writer commits in
+        submission order, so behind a backlog of telemetry a control event (a pause meant to
+        relieve exactly that) would otherwise wait for all of it before reaching anyone. A
+        failed save is logged; the daemon's exit flushes what is queued.
         """
         kind = event.WhichOneof("event")
         if kind is None or kind == "subscribe":
@@ -330,7 +335,7 @@ class RunRegistry:
             if agent:
                 run.paused_agents.add(agent)
             elif run.status is not S.PAUSE:
-                await self._move(run, S.PAUSE)
+                self._move(run, S.PAUSE)
                 return
         elif kind == "resume":
             if agent:
@@ -338,7 +343,7 @@ class RunRegistry:
             else:
                 run.paused_agents.clear()
                 if run.status is S.PAUSE:
-                    await self._move(run, S.EXEC)
+                    self._move(run, S.EXEC)
                     return
         elif kind == "max_rate_hz":
             if agent:
@@ -348,7 +353,7 @@ class RunRegistry:
                     run.agent_max_rate_hz.pop(agent, None)
             else:
                 run.max_rate_hz = event.max_rate_hz
-        await self._save(run, announce=False)
+        self._save(run, announce=False)
 
     def control_snapshot(self, run: RunState, agent_id: str = "") -> list[trainer_pb2.ControlEvent]:
         """The standing control state as events, for a producer that subscribes late
