@@ -1,19 +1,22 @@
-"""Steps as columns (`StepColumns`, a TelemetryBatch extension): encode, check, decode, expand.
+"""Steps and episodes as columns (`StepColumns`, `EpisodeColumns`: TelemetryBatch extensions):
+encode, check, decode, expand.
 
 A producer that streams many steps pays Python for every protobuf message it builds: about
 3.5 us to build and serialize one RunStep, which is a tenth of an AgentSpeak-driven step.
 `StepColumns` holds the steps of one agent as parallel arrays instead (a struct of arrays),
 so encoding is a handful of list-wide operations in C, well under a microsecond a step, and
-the daemon turns a column block into store rows with one `zip`.
+the daemon turns a column block into store rows with one `zip`. Episodes likewise (one per
+few steps, and a RunEpisode costs more to build than a RunStep).
 
-Used by the proxy (`encode_steps`, and `expand` when the daemon cannot read columns), the
-daemon's store (`row_values`) and anything that needs RunStep messages back (`expand`).
+Used by the proxy (`encode_steps`, `encode_episodes`, and `expand` when the daemon cannot read
+columns), the daemon's store (`row_values`) and whatever needs messages back (`expand`,
+`step_message`, `episode_message`). Functions taking a `block` take either kind.
 """
 from __future__ import annotations
 
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 from telemetry.generated import trainer_pb2
 
@@ -24,6 +27,11 @@ _GETTERS = tuple((name, attrgetter(name)) for name in PER_STEP)
 _SHARED = attrgetter("backend", "payload_version")
 _HINT = attrgetter("render_hint_json")
 _SEED = attrgetter("episode_seed")
+#: The per-episode columns but metadata_json (encoded from each episode's `metadata`).
+PER_EPISODE = ("episode_index", "total_reward", "steps", "terminated", "truncated", "timestamp_ns")
+_EPISODE_GETTERS = tuple((name, attrgetter(name)) for name in PER_EPISODE)
+_METADATA = attrgetter("metadata")
+Block = Union[trainer_pb2.StepColumns, trainer_pb2.EpisodeColumns]
 
 
 class StepLike(Protocol):
@@ -41,6 +49,17 @@ class StepLike(Protocol):
     payload_version: int
     render_hint_json: str | None
     episode_seed: int | None
+
+
+class EpisodeLike(Protocol):
+    """What `encode_episodes` reads from each episode (e.g. `agents.records.EpisodeRecord`)."""
+    episode_index: int
+    total_reward: float
+    steps: int
+    terminated: bool
+    truncated: bool
+    timestamp_ns: int
+    metadata: Any
 
 
 class ColumnsError(ValueError):
@@ -91,21 +110,44 @@ def _block(agent_id: str, worker_id: str, shared: tuple[str, int],
     return block
 
 
-def count(block: trainer_pb2.StepColumns) -> int:
-    """How many steps a block holds."""
+def encode_episodes(agent_id: str, worker_id: str, episodes: Sequence[EpisodeLike],
+                    encode_metadata: Callable[[Any], str]) -> trainer_pb2.EpisodeColumns:
+    """The episodes of one agent as one column block; `encode_metadata` turns an episode's
+    `metadata` into its metadata_json. TypeError (naming the field) for a wrong type."""
+    block = trainer_pb2.EpisodeColumns(agent_id=agent_id, worker_id=worker_id)
+    for name, get in _EPISODE_GETTERS:
+        try:
+            getattr(block, name).extend(map(get, episodes))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"episode field {name} of agent {agent_id!r}: {err}") from None
+    block.metadata_json.extend(map(encode_metadata, map(_METADATA, episodes)))
+    return block
+
+
+def _per_row(block: Block) -> tuple[str, ...]:
+    return PER_STEP if type(block) is trainer_pb2.StepColumns else PER_EPISODE + ("metadata_json",)
+
+
+def count(block: Block) -> int:
+    """How many steps (or episodes) a block holds."""
     return len(block.episode_index)
 
 
-def split(block: trainer_pb2.StepColumns) -> tuple[trainer_pb2.StepColumns, trainer_pb2.StepColumns]:
+def split(block: Block) -> tuple[Block, Block]:
     """The block's first and second halves (for blocks above a message size limit)."""
     n = count(block)
     if n < 2:
-        raise ValueError("a block of one step cannot be split")
+        raise ValueError("a block of one row cannot be split")
     middle = n // 2
     return _slice(block, 0, middle), _slice(block, middle, n)
 
 
-def _slice(block: trainer_pb2.StepColumns, start: int, stop: int) -> trainer_pb2.StepColumns:
+def _slice(block: Block, start: int, stop: int) -> Block:
+    if type(block) is trainer_pb2.EpisodeColumns:
+        out = trainer_pb2.EpisodeColumns(agent_id=block.agent_id, worker_id=block.worker_id)
+        for name in _per_row(block):
+            getattr(out, name).extend(getattr(block, name)[start:stop])
+        return out
     out = trainer_pb2.StepColumns(agent_id=block.agent_id, worker_id=block.worker_id,
                                   backend=block.backend, payload_version=block.payload_version)
     for name in PER_STEP:
@@ -134,25 +176,31 @@ def _sparse(block: trainer_pb2.StepColumns, rows_name: str, values_name: str, n:
     return out
 
 
-def check(block: trainer_pb2.StepColumns) -> int:
-    """The block's step count; ColumnsError when its columns differ in length."""
+def check(block: Block) -> int:
+    """The block's row count; ColumnsError when its columns differ in length."""
     n = count(block)
-    for name in PER_STEP[1:]:
+    kind = "step" if type(block) is trainer_pb2.StepColumns else "episode"
+    for name in _per_row(block)[1:]:
         if len(getattr(block, name)) != n:
-            raise ColumnsError(f"step columns of agent {block.agent_id!r}: {len(getattr(block, name))} "
-                               f"values of {name} for {n} steps")
+            raise ColumnsError(f"{kind} columns of agent {block.agent_id!r}: {len(getattr(block, name))} "
+                               f"values of {name} for {n} {kind}s")
     return n
 
 
-def row_values(block: trainer_pb2.StepColumns) -> list[tuple]:
-    """The block's steps as the store's step rows after (id, run_key, seq_id): agent_id,
-    episode_index, step_index, action_json, observation_json, reward, terminated, truncated,
-    timestamp_ns, policy_label, backend, render_hint_json, frame_ref, payload_version,
-    render_payload_json, episode_seed, worker_id (the order of `telemetry.store`'s columns)."""
+def row_values(block: Block) -> list[tuple]:
+    """The block's rows as the store's rows after (id, run_key, seq_id), in the order of
+    `telemetry.store`'s columns. Steps: agent_id, episode_index, step_index, action_json,
+    observation_json, reward, terminated, truncated, timestamp_ns, policy_label, backend,
+    render_hint_json, frame_ref, payload_version, render_payload_json, episode_seed,
+    worker_id. Episodes: agent_id, episode_index, total_reward, steps, terminated, truncated,
+    metadata_json, timestamp_ns, worker_id."""
     n = check(block)
+    b = block
+    if type(block) is trainer_pb2.EpisodeColumns:
+        return list(zip(repeat(b.agent_id, n), b.episode_index, b.total_reward, b.steps, b.terminated,
+                        b.truncated, b.metadata_json, b.timestamp_ns, repeat(b.worker_id, n)))
     hints = _sparse(block, "render_hint_rows", "render_hint_json", n, "")
     seeds = _sparse(block, "episode_seed_rows", "episode_seed", n, 0)
-    b = block
     return list(zip(repeat(b.agent_id, n), b.episode_index, b.step_index, b.action_json,
                     b.observation_json, b.reward, b.terminated, b.truncated, b.timestamp_ns,
                     b.policy_label, repeat(b.backend, n), hints, repeat("", n),
@@ -176,7 +224,22 @@ def step_message(run_id: str, values: tuple, seq_id: int = 0) -> trainer_pb2.Run
     return msg
 
 
-def expand(run_id: str, block: trainer_pb2.StepColumns) -> Iterator[trainer_pb2.RunStep]:
-    """The block's steps as RunStep messages (for daemons and sinks that read only RunStep)."""
+def episode_message(run_id: str, values: tuple, seq_id: int = 0) -> trainer_pb2.RunEpisode:
+    """One store episode row (the `row_values` order) as a RunEpisode."""
+    (agent_id, episode_index, total_reward, steps, terminated, truncated, metadata_json,
+     timestamp_ns, worker_id) = values
+    msg = trainer_pb2.RunEpisode(
+        run_id=run_id, episode_index=episode_index, total_reward=total_reward, steps=steps,
+        terminated=terminated, truncated=truncated, metadata_json=metadata_json, seq_id=seq_id,
+        agent_id=agent_id, worker_id=worker_id)
+    if timestamp_ns:
+        msg.timestamp.seconds, msg.timestamp.nanos = divmod(timestamp_ns, 1_000_000_000)
+    return msg
+
+
+def expand(run_id: str, block: Block) -> Iterator[trainer_pb2.RunStep | trainer_pb2.RunEpisode]:
+    """The block's rows as RunStep (or RunEpisode) messages, for daemons and sinks that read
+    only those."""
+    message = step_message if type(block) is trainer_pb2.StepColumns else episode_message
     for values in row_values(block):
-        yield step_message(run_id, values)
+        yield message(run_id, values)

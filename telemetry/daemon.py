@@ -50,7 +50,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.auth import Session, SessionTokens, bearer_token
-from telemetry.columns import step_message as step_message_from_values
+from telemetry import columns
 from telemetry.dashboard import DEFAULT_HOST as DASHBOARD_HOST
 from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from telemetry.dashboard import DashboardServer, DashboardStartError, start_dashboard
@@ -209,7 +209,7 @@ class _PublishStream:
     async def add_batch(self, batch: pb.TelemetryBatch) -> None:
         """Hand one TelemetryBatch to the writer."""
         await self._daemon.writer.wait_for_room()
-        self._submit(batch.steps, batch.episodes, batch.messages, batch.step_columns)
+        self._submit(batch.steps, batch.episodes, batch.messages, batch.step_columns, batch.episode_columns)
         await self._fold_done()
 
     def _flush(self) -> None:
@@ -223,9 +223,10 @@ class _PublishStream:
             self._submit(pending["steps"], pending["episodes"], pending["messages"])
 
     def _submit(self, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
-                step_columns: Sequence[Any] = ()) -> None:
+                step_columns: Sequence[Any] = (), episode_columns: Sequence[Any] = ()) -> None:
         future = self._daemon.writer.submit_ingest(self.run.run_id, steps, episodes, messages,
                                                    step_columns=step_columns,
+                                                   episode_columns=episode_columns,
                                                    on_commit=self._daemon.publish_live)
         self._inflight.append(future)
 
@@ -411,7 +412,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                  request.worker_id)
         return pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
                                          max_message_bytes=self._d.max_message_bytes,
-                                         accepts_step_columns=True)
+                                         accepts_columns=True)
 
     async def GetHealth(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
         return pb.HealthCheckResponse(pid=os.getpid(), started_at=_timestamp(self._d.started_at_ns),
@@ -626,15 +627,17 @@ class Daemon:
         """After COMMIT: hand newly stored records to live viewers, completed with their seq_id
         and run_id (only when someone is watching; nobody else sees these objects)."""
         hub = self.hub
-        for topic, records, first_seq in (
-                (steps_topic(result.run_id), result.new_steps, result.first_step_seq),
-                (episodes_topic(result.run_id), result.new_episodes, result.first_episode_seq),
-                (messages_topic(result.run_id), result.new_messages, result.first_message_seq)):
+        for topic, records, first_seq, values, build in (
+                (steps_topic(result.run_id), result.new_steps, result.first_step_seq,
+                 result.new_step_values, columns.step_message),
+                (episodes_topic(result.run_id), result.new_episodes, result.first_episode_seq,
+                 result.new_episode_values, columns.episode_message),
+                (messages_topic(result.run_id), result.new_messages, result.first_message_seq, None, None)):
             if records and hub.has_subscribers(topic):
                 run_id = result.run_id
-                if records is result.new_steps and any(r is None for r in records):   # steps that came as columns
-                    records = [step_message_from_values(run_id, values) if record is None else record
-                               for record, values in zip(records, result.new_step_values)]
+                if build is not None and any(r is None for r in records):   # rows that came as columns
+                    records = [build(run_id, row) if record is None else record
+                               for record, row in zip(records, values)]
                 for offset, record in enumerate(records):
                     record.seq_id = first_seq + offset
                     if not record.run_id:

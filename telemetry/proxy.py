@@ -46,7 +46,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import grpc
 import grpc.aio
@@ -70,7 +70,11 @@ _RUN_ID_TAG = b"\x0a"
 _STEP_TAG = b"\x12"
 _EPISODE_TAG = b"\x1a"
 _MESSAGE_TAG = b"\x22"
-_COLUMNS_TAG = b"\x2a"
+_STEP_COLUMNS_TAG = b"\x2a"
+_EPISODE_COLUMNS_TAG = b"\x32"
+#: What each kind of column block is framed with, and called in errors and JSON lines.
+_BLOCK_KINDS = {trainer_pb2.StepColumns: (_STEP_COLUMNS_TAG, "step", _STEP_TAG),
+                trainer_pb2.EpisodeColumns: (_EPISODE_COLUMNS_TAG, "episode", _EPISODE_TAG)}
 _FRAMING_SLACK = 6          # tag byte + the longest varint length a record can have
 _CALL_MAX_BATCHES = 8       # batches per PublishTelemetryBatch call
 _RESYNC_GRACE_S = 0.5       # how long a new control subscription may take to send its state
@@ -122,6 +126,10 @@ def _compact_json_encoder() -> Callable[[Any], str]:
 _compact_json = _compact_json_encoder()
 
 
+def _metadata_json(metadata: Any) -> str:
+    return _as_json_text(metadata, "metadata")
+
+
 def _as_json_text(value: Any, name: str) -> str:
     """`*_json` fields take JSON text; other values are encoded for the caller."""
     if value is None:
@@ -153,7 +161,12 @@ def _largest_string_field(msg: Any) -> tuple[str, int]:
 
 def _batch_record_count(batch: trainer_pb2.TelemetryBatch) -> int:
     return (len(batch.steps) + len(batch.episodes) + len(batch.messages)
-            + sum(columns.count(block) for block in batch.step_columns))
+            + sum(columns.count(block) for block in _blocks(batch)))
+
+
+def _blocks(batch: trainer_pb2.TelemetryBatch) -> list[columns.Block]:
+    """A batch's column blocks, steps first."""
+    return [*batch.step_columns, *batch.episode_columns]
 
 
 def _framed(tag: bytes, data: bytes) -> bytes:
@@ -227,17 +240,6 @@ class _RunLink:
     def describe(self) -> str:
         agents = ",".join(sorted(self.agents)) or "-"
         return f"run {self.run_id} (agents {agents})"
-
-
-class EpisodeLike(Protocol):
-    """What `TelemetrySession.emit_episodes` reads from each episode."""
-    episode_index: int
-    total_reward: float
-    steps: int
-    terminated: bool
-    truncated: bool
-    metadata: dict[str, Any] | None
-    timestamp_ns: int | None
 
 
 class TelemetryGrpcProxy:
@@ -528,21 +530,22 @@ class TelemetrySession:
         self._since_yield += _YIELD_EVERY   # one turn of the loop per call, as for 64 emit_step
         await self._after_accept(link)
 
-    def _accept_block(self, run_id: str, block: trainer_pb2.StepColumns) -> None:
+    def _accept_block(self, run_id: str, block: columns.Block) -> None:
         """Buffer one column block, halved until each part fits a wire message."""
+        tag, kind, _ = _BLOCK_KINDS[type(block)]
         data = block.SerializeToString()
         if len(data) > self._record_limit(run_id):
             if columns.count(block) > 1:
                 for part in columns.split(block):
                     self._accept_block(run_id, part)
                 return
-            step = next(columns.expand(run_id, block))
-            name, size = _largest_string_field(step)
-            raise MessageTooLargeError("step", name, size, len(data), self._record_limit(run_id))
-        self._append(run_id, _framed(_COLUMNS_TAG, data), columns.count(block))
+            record = next(columns.expand(run_id, block))
+            name, size = _largest_string_field(record)
+            raise MessageTooLargeError(kind, name, size, len(data), self._record_limit(run_id))
+        self._append(run_id, _framed(tag, data), columns.count(block))
         if self._proxy.jsonl_stdout:
-            sys.stdout.write("".join(_record_json("step", step) + "\n"
-                                     for step in columns.expand(run_id, block)))
+            sys.stdout.write("".join(_record_json(kind, record) + "\n"
+                                     for record in columns.expand(run_id, block)))
 
     async def emit_episode(self, *, run_id: str, episode_index: int, total_reward: float,
                            steps: int, terminated: bool, truncated: bool,
@@ -558,35 +561,22 @@ class TelemetrySession:
             worker_id=self._proxy.worker_id)
         await self._accept("episode", _EPISODE_TAG, run_id, agent_id, msg)
 
-    async def emit_episodes(self, run_id: str, agent_id: str, episodes: Sequence["EpisodeLike"]) -> None:
+    async def emit_episodes(self, run_id: str, agent_id: str, episodes: Sequence[columns.EpisodeLike]) -> None:
         """Accept many finished episodes of one agent at once (never waits for the network).
 
         Each episode is an object with the attributes of `emit_episode`'s arguments (e.g.
-        `agents.records.EpisodeRecord`); one call costs less than one `emit_episode` per
-        episode. Same errors as `emit_episode`.
+        `agents.records.EpisodeRecord`; `metadata` a JSON-serialisable dict or JSON text).
+        They travel as columns (`EpisodeColumns`), as `emit_steps` sends steps. Same errors
+        as `emit_episode`.
         """
         self._check_accepting(run_id)
         if not agent_id:
             raise ValueError("agent_id must be a non-empty string")
         link = self._links.get(run_id) or self._link(run_id)
         link.agents.add(agent_id)
-        worker_id, limit, jsonl = self._proxy.worker_id, self._record_limit(run_id), self._proxy.jsonl_stdout
-        RunEpisode = trainer_pb2.RunEpisode
-        for e in episodes:
-            msg = RunEpisode(run_id=run_id, episode_index=e.episode_index, total_reward=e.total_reward,
-                             steps=e.steps, terminated=e.terminated, truncated=e.truncated,
-                             metadata_json=_as_json_text(e.metadata, "metadata"), agent_id=agent_id,
-                             worker_id=worker_id)
-            stamp = msg.timestamp
-            stamp.seconds, stamp.nanos = divmod(e.timestamp_ns if e.timestamp_ns is not None
-                                                else time.time_ns(), 1_000_000_000)
-            data = msg.SerializeToString()
-            if len(data) > limit:
-                name, size = _largest_string_field(msg)
-                raise MessageTooLargeError("episode", name, size, len(data), limit)
-            self._append(run_id, _framed(_EPISODE_TAG, data), 1)
-            if jsonl:
-                sys.stdout.write(_record_json("episode", msg) + "\n")
+        if episodes:
+            self._accept_block(run_id, columns.encode_episodes(agent_id, self._proxy.worker_id, episodes,
+                                                               _metadata_json))
         self._since_yield += _YIELD_EVERY
         await self._after_accept(link)
 
@@ -836,7 +826,7 @@ class TelemetrySession:
                 raise ProtocolVersionError(self._target, PROTO_VERSION, response.accepted_version)
             if response.max_message_bytes:
                 self._limit = min(self._proxy.max_message_bytes, response.max_message_bytes)
-            self._columns_ok = response.accepts_step_columns
+            self._columns_ok = response.accepts_columns
             link.token = response.session_token
             log.debug("%s: registered worker %s with daemon %s", link.describe(),
                       self._proxy.worker_id, self._target)
@@ -1147,35 +1137,37 @@ class TelemetrySession:
 
     def _resplit(self, batch: trainer_pb2.TelemetryBatch, *, with_columns: bool = True) -> list[bytes]:
         """Re-pack a batch below the current message limit (a spooled batch may predate a
-        lower one); without columns, column blocks become RunStep messages."""
+        lower one); without columns, column blocks become RunStep / RunEpisode messages."""
         run_id = batch.run_id
         entries = [(run_id, _framed(tag, item.SerializeToString()), 1)
                    for tag, items in ((_STEP_TAG, batch.steps), (_EPISODE_TAG, batch.episodes),
                                       (_MESSAGE_TAG, batch.messages))
                    for item in items]
-        blocks = list(batch.step_columns)
+        blocks = _blocks(batch)
         while blocks:
             block = blocks.pop(0)
+            tag, _, row_tag = _BLOCK_KINDS[type(block)]
             if not with_columns:
-                entries.extend((run_id, _framed(_STEP_TAG, step.SerializeToString()), 1)
-                               for step in columns.expand(run_id, block))
+                entries.extend((run_id, _framed(row_tag, record.SerializeToString()), 1)
+                               for record in columns.expand(run_id, block))
                 continue
             data = block.SerializeToString()
             if len(data) > self._record_limit(run_id) and columns.count(block) > 1:
                 blocks[:0] = columns.split(block)
                 continue
-            entries.append((run_id, _framed(_COLUMNS_TAG, data), columns.count(block)))
+            entries.append((run_id, _framed(tag, data), columns.count(block)))
         return [p for _, payloads, _ in self._encode(entries) for p in payloads]
 
     def _for_daemon(self, payloads: list[bytes]) -> list[bytes]:
-        """The payloads as this daemon reads them: column blocks expanded to RunSteps for a
-        daemon that did not say it reads columns (it would ignore them)."""
+        """The payloads as this daemon reads them: column blocks expanded to RunStep and
+        RunEpisode messages for a daemon that did not say it reads columns (it would ignore
+        them)."""
         if self._columns_ok:
             return payloads
         out = []
         for payload in payloads:
             batch = trainer_pb2.TelemetryBatch.FromString(payload)
-            out.extend(self._resplit(batch, with_columns=False) if batch.step_columns else [payload])
+            out.extend(self._resplit(batch, with_columns=False) if _blocks(batch) else [payload])
         return out
 
     def _quarantine(self, run_id: str, payloads: list[bytes], detail: str) -> None:
@@ -1224,6 +1216,8 @@ class TelemetrySession:
         steps = [s for b in batches for s in b.steps]
         steps += [s for b in batches for block in b.step_columns for s in columns.expand(link.run_id, block)]
         episodes = [e for b in batches for e in b.episodes]
+        episodes += [e for b in batches for block in b.episode_columns
+                     for e in columns.expand(link.run_id, block)]
         messages = [m for b in batches for m in b.messages]
         if messages:
             unsendable = trainer_pb2.TelemetryBatch(run_id=link.run_id, messages=messages)

@@ -467,9 +467,10 @@ class IngestResult:
     job. ``new_steps``/``new_episodes``/``new_messages`` are the stored records themselves (the
     publisher's protobuf messages, run_id possibly empty and seq_id not set), whose seq_ids are
     consecutive from ``first_*_seq``; the daemon completes them for the live hub after COMMIT.
-    Steps that arrived as columns have no message: their entry in ``new_steps`` is None and
-    ``new_step_values`` (aligned with ``new_steps``) holds every new step's row values, from
-    which ``telemetry.columns.step_message`` builds one when someone wants it."""
+    Steps and episodes that arrived as columns have no message: their entry in ``new_steps``
+    (``new_episodes``) is None, and ``new_step_values`` (``new_episode_values``), aligned with
+    it, holds every new row's values, from which ``telemetry.columns.step_message``
+    (``episode_message``) builds one when someone wants it."""
     run_id: str
     accepted: int = 0
     dropped: int = 0
@@ -477,6 +478,7 @@ class IngestResult:
     new_step_values: list = field(default_factory=list)
     first_step_seq: int = 0
     new_episodes: list = field(default_factory=list)
+    new_episode_values: list = field(default_factory=list)
     first_episode_seq: int = 0
     new_messages: list = field(default_factory=list)
     first_message_seq: int = 0
@@ -573,21 +575,23 @@ class _IngestJob(_Job):
 
     def __init__(self, run_id: str, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
                  future: asyncio.Future, on_commit: Callable[[Any], None] | None,
-                 step_columns: Sequence[Any] = ()) -> None:
+                 step_columns: Sequence[Any] = (), episode_columns: Sequence[Any] = ()) -> None:
         self.run_id = run_id
         self.records = {kind: records for kind, records in
                         (("steps", steps), ("episodes", episodes), ("messages", messages)) if records}
         for records in self.records.values():
             _check_run_ids(records, run_id)
         self.values = {kind: _SPECS[kind].values(records) for kind, records in self.records.items()}
-        if step_columns:
+        for kind, blocks in (("steps", step_columns), ("episodes", episode_columns)):
+            if not blocks:
+                continue
             try:
-                rows = [row for block in step_columns for row in column_rows(block)]
+                rows = [row for block in blocks for row in column_rows(block)]
             except ColumnsError as exc:
                 raise InvalidRecords(str(exc)) from None
             if rows:
-                self.values["steps"] = self.values.get("steps", []) + rows
-                self.records["steps"] = list(self.records.get("steps", ())) + [None] * len(rows)
+                self.values[kind] = self.values.get(kind, []) + rows
+                self.records[kind] = list(self.records.get(kind, ())) + [None] * len(rows)
         super().__init__(sum(len(records) for records in self.records.values()), future, on_commit)
         self.agents = {v[0] for values in self.values.values() for v in values}
 
@@ -603,8 +607,8 @@ class _IngestJob(_Job):
             result.dropped += len(records) - len(new)
             setattr(result, f"new_{kind}", new)
             setattr(result, f"first_{kind[:-1]}_seq", first_seq)
-            if kind == "steps":
-                result.new_step_values = values if keep is None else [values[i] for i in keep]
+            if kind != "messages":
+                setattr(result, f"new_{kind[:-1]}_values", values if keep is None else [values[i] for i in keep])
         return result
 
 
@@ -827,17 +831,17 @@ class StoreWriter:
 
     def submit_ingest(self, run_id: str, steps: Sequence[Any] = (), episodes: Sequence[Any] = (),
                       messages: Sequence[Any] = (), *,
-                      step_columns: Sequence[Any] = (),
+                      step_columns: Sequence[Any] = (), episode_columns: Sequence[Any] = (),
                       on_commit: Callable[[IngestResult], None] | None = None) -> "asyncio.Future[IngestResult]":
         """Queue records of one run (protobuf RunStep / RunEpisode / CoordinationMessage, and
-        steps as StepColumns blocks, stored after ``steps``) for storage (a record's run_id may
+        StepColumns / EpisodeColumns blocks, stored after the messages of their kind) for storage (a record's run_id may
         be empty, meaning ``run_id``); the caller must not change them afterwards.
         ``on_commit(result)`` runs on the loop after COMMIT, before the future resolves.
         Records naming another run, or column blocks that do not line up, fail the job with
         ``InvalidRecords``."""
         try:
             job = _IngestJob(run_id, steps, episodes, messages, self._loop.create_future(), on_commit,
-                             step_columns)
+                             step_columns, episode_columns)
         except InvalidRecords as exc:
             failed = self._loop.create_future()
             failed.set_exception(exc)

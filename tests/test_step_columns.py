@@ -15,6 +15,7 @@ from agents.records import StepRecord
 from telemetry import columns
 from telemetry.daemon import TrainerService, serve
 from telemetry.errors import MessageTooLargeError
+from telemetry.hub import episodes_topic, steps_topic
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.proxy import TelemetryGrpcProxy
@@ -36,6 +37,14 @@ def records(count: int, run_id: str, agent_id: str = "a", per_episode: int = 10)
             "spade-bdi" if i < count // 2 else "other-backend", 1_700_000_000_123_456_789 + i,
             HINT if step == 0 else None, 1, 42 if episode == 0 else None))
     return out
+
+
+def episode_records(count: int, run_id: str, agent_id: str = "a") -> list:
+    from agents.records import EpisodeRecord
+    return [EpisodeRecord(run_id, agent_id, e, float(e % 3), 10 + e, e % 2 == 0, e % 2 == 1,
+                          1_700_000_000_000_000_000 + e, {"success": e % 2 == 0, "epsilon": 0.5 / (e + 1),
+                                                          "outcome": "goal", "seed": None})
+            for e in range(count)]
 
 
 def comparable(row) -> dict:
@@ -70,20 +79,30 @@ async def test_a_live_viewer_receives_column_steps_as_run_steps(daemon, tmp_path
     channel, stub = stub_for(daemon)
     await register(stub, "run-live")
     received: list[pb.RunStep] = []
+    episodes: list[pb.RunEpisode] = []
     call = stub.StreamRunSteps(pb.StreamStepsRequest(run_id="run-live", since_seq=0))
+    episode_call = stub.StreamRunEpisodes(pb.StreamEpisodesRequest(run_id="run-live", since_seq=0))
 
-    async def read() -> None:
-        async for step in call:
-            received.append(step)
+    async def read(stream, into: list) -> None:
+        async for record in stream:
+            into.append(record)
 
-    reader = asyncio.create_task(read())
+    readers = [asyncio.create_task(read(call, received)), asyncio.create_task(read(episode_call, episodes))]
+    # Subscribed before anything is stored, so what follows reaches them live, not from the store.
+    await wait_until(lambda: daemon.hub.has_subscribers(steps_topic("run-live"))
+                     and daemon.hub.has_subscribers(episodes_topic("run-live")), 10, "both viewers")
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-live") as tx:
         await tx.emit_steps("run-live", "a", records(100, "run-live"))
-    await wait_until(lambda: len(received) == 100, 10, "100 live steps")
+        await tx.emit_episodes("run-live", "a", episode_records(10, "run-live"))
+    await wait_until(lambda: len(received) == 100 and len(episodes) == 10, 10, "100 live steps, 10 episodes")
     call.cancel()
-    await asyncio.gather(reader, return_exceptions=True)
+    episode_call.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
     await channel.close()
+    assert [e.seq_id for e in episodes] == list(range(1, 11))
+    assert (episodes[3].run_id, episodes[3].agent_id, episodes[3].steps) == ("run-live", "a", 13)
+    assert episodes[3].metadata_json == '{"success":false,"epsilon":0.125,"outcome":"goal","seed":null}'
     assert [s.seq_id for s in received] == list(range(1, 101))
     first = received[0]
     assert (first.run_id, first.agent_id, first.render_hint_json, first.episode_seed) == ("run-live", "a", HINT, 42)
@@ -92,13 +111,13 @@ async def test_a_live_viewer_receives_column_steps_as_run_steps(daemon, tmp_path
 
 async def test_daemon_that_does_not_read_columns_gets_run_steps(
         start_daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A daemon that does not say `accepts_step_columns` (an older one would ignore the
+    """A daemon that does not say `accepts_columns` (an older one would ignore the
     field, losing the steps) gets every step as a RunStep."""
     register_worker = TrainerService.RegisterWorker
 
     async def without_columns(self, request, context):
         response = await register_worker(self, request, context)
-        response.accepts_step_columns = False
+        response.accepts_columns = False
         return response
 
     monkeypatch.setattr(TrainerService, "RegisterWorker", without_columns)
@@ -106,8 +125,10 @@ async def test_daemon_that_does_not_read_columns_gets_run_steps(
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-old") as tx:
         await tx.emit_steps("run-old", "a", records(300, "run-old"))
+        await tx.emit_episodes("run-old", "a", episode_records(30, "run-old"))
     rows = stored_steps(daemon.store.path, "run-old")
     assert len(rows) == 300 and rows[0].render_hint_json == HINT and rows[0].episode_seed == 42
+    assert daemon.store.counts("run-old").episodes == 30
 
 
 async def test_reference_daemon_path_expands_columns(start_daemon, monkeypatch: pytest.MonkeyPatch,
@@ -120,8 +141,10 @@ async def test_reference_daemon_path_expands_columns(start_daemon, monkeypatch: 
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-ref") as tx:
         await tx.emit_steps("run-ref", "a", records(120, "run-ref"))
-    assert tx.stats.delivered == 120
-    assert daemon.store.counts("run-ref").steps == 120
+        await tx.emit_episodes("run-ref", "a", episode_records(12, "run-ref"))
+    assert tx.stats.delivered == 132
+    counts = daemon.store.counts("run-ref")
+    assert (counts.steps, counts.episodes) == (120, 12)
 
 
 async def test_blocks_split_to_fit_small_messages_and_a_huge_step_is_refused(daemon, tmp_path: Path) -> None:
@@ -162,6 +185,10 @@ def test_misaligned_columns_are_refused_with_a_reason() -> None:
     with pytest.raises(columns.ColumnsError, match="4 values of reward for 5 steps"):
         columns.row_values(block)
     block, = columns.encode_steps("a", "w", records(10, "r")[5:])
+    episodes = columns.encode_episodes("a", "w", episode_records(3, "r"), str)
+    del episodes.metadata_json[0]
+    with pytest.raises(columns.ColumnsError, match="2 values of metadata_json for 3 episodes"):
+        columns.row_values(episodes)
     block.render_hint_rows.append(9)
     block.render_hint_json.append(HINT)
     with pytest.raises(columns.ColumnsError, match="row 9 of 5"):
@@ -187,11 +214,7 @@ async def test_daemon_answers_misaligned_columns_with_invalid_argument(daemon) -
 
 
 async def test_emit_episodes_stores_what_emit_episode_stores(daemon, tmp_path: Path) -> None:
-    from agents.records import EpisodeRecord
-    episodes = [EpisodeRecord("run-x", "a", e, float(e % 3), 10 + e, e % 2 == 0, e % 2 == 1,
-                              1_700_000_000_000_000_000 + e, {"success": e % 2 == 0, "epsilon": 0.5 / (e + 1),
-                                                              "outcome": "goal", "seed": None})
-                for e in range(40)]
+    episodes = episode_records(40, "run-x")
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session() as tx:
         for e in episodes:

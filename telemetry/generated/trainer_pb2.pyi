@@ -77,16 +77,16 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_step_columns")
+    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns")
     ACCEPTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    ACCEPTS_STEP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     accepted_version: str
     session_token: str
     max_message_bytes: int
-    accepts_step_columns: bool
-    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_step_columns: _Optional[bool] = ...) -> None: ...
+    accepts_columns: bool
+    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ...) -> None: ...
 
 class ControlEvent(_message.Message):
     __slots__ = ("run_id", "grant_steps", "pause", "resume", "max_rate_hz", "subscribe", "agent_id")
@@ -299,18 +299,42 @@ class CoordinationMessage(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message_index: _Optional[int] = ..., direction: _Optional[str] = ..., peer: _Optional[str] = ..., kind: _Optional[str] = ..., bytes: _Optional[int] = ..., episode_index: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seq_id: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("run_id", "steps", "episodes", "messages", "step_columns")
+    __slots__ = ("run_id", "steps", "episodes", "messages", "step_columns", "episode_columns")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     STEP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     steps: _containers.RepeatedCompositeFieldContainer[RunStep]
     episodes: _containers.RepeatedCompositeFieldContainer[RunEpisode]
     messages: _containers.RepeatedCompositeFieldContainer[CoordinationMessage]
     step_columns: _containers.RepeatedCompositeFieldContainer[StepColumns]
-    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[RunStep, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[RunEpisode, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[CoordinationMessage, _Mapping]]] = ..., step_columns: _Optional[_Iterable[_Union[StepColumns, _Mapping]]] = ...) -> None: ...
+    episode_columns: _containers.RepeatedCompositeFieldContainer[EpisodeColumns]
+    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[RunStep, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[RunEpisode, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[CoordinationMessage, _Mapping]]] = ..., step_columns: _Optional[_Iterable[_Union[StepColumns, _Mapping]]] = ..., episode_columns: _Optional[_Iterable[_Union[EpisodeColumns, _Mapping]]] = ...) -> None: ...
+
+class EpisodeColumns(_message.Message):
+    __slots__ = ("agent_id", "worker_id", "episode_index", "total_reward", "steps", "terminated", "truncated", "metadata_json", "timestamp_ns")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_REWARD_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_NS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    worker_id: str
+    episode_index: _containers.RepeatedScalarFieldContainer[int]
+    total_reward: _containers.RepeatedScalarFieldContainer[float]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    terminated: _containers.RepeatedScalarFieldContainer[bool]
+    truncated: _containers.RepeatedScalarFieldContainer[bool]
+    metadata_json: _containers.RepeatedScalarFieldContainer[str]
+    timestamp_ns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, agent_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., episode_index: _Optional[_Iterable[int]] = ..., total_reward: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., terminated: _Optional[_Iterable[bool]] = ..., truncated: _Optional[_Iterable[bool]] = ..., metadata_json: _Optional[_Iterable[str]] = ..., timestamp_ns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StepColumns(_message.Message):
     __slots__ = ("agent_id", "worker_id", "backend", "payload_version", "episode_index", "step_index", "action_json", "observation_json", "reward", "terminated", "truncated", "timestamp_ns", "policy_label", "render_hint_rows", "render_hint_json", "episode_seed_rows", "episode_seed")
