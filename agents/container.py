@@ -58,9 +58,10 @@ logger = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 #: How long an agent may take to connect (each attempt), to disconnect, and to hand over its
-#: last records. pyjabber (the server behind `spade run` and the embedded one) sometimes
-#: loses a client's stream restart after STARTTLS, leaving that session silent: a fresh
-#: session on a new JID succeeds, so a start is tried START_ATTEMPTS times.
+#: last records. Stock pyjabber (the server behind `spade run`) sometimes loses a client's
+#: stream restart after STARTTLS, leaving that session silent: a fresh session on a new JID
+#: succeeds, so a start is tried START_ATTEMPTS times. (The embedded server has that bug
+#: fixed, in agents.xmpp_server.)
 START_TIMEOUT_S = 5.0
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 5.0
