@@ -5,7 +5,6 @@ and step credits), and the render hint travels once per episode yet every replay
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import pytest
@@ -19,6 +18,7 @@ from agents.records import RecordBuffer, StepRecord
 from telemetry.flow import RunFlow
 from telemetry.generated.trainer_pb2 import ControlEvent
 from tests.fixtures_proxy import Operator
+from tests.waiting import wait_for, wait_until_still
 
 QUICK = Hyperparameters(alpha=0.5, gamma=0.95, epsilon_start=1.0, epsilon_min=0.05, epsilon_decay=0.98)
 PLANS = {"step by step": "learner.asl", "an episode per action": "learner_fast.asl"}
@@ -30,26 +30,6 @@ def learner(jid: str, port: int, asl: str, flow: RunFlow, records: RecordBuffer,
                          episodes=episodes, hyperparameters=QUICK, seed=4)
     return LearningAgent(jid, "pw", config, asl_path=ASL_DIR / asl, records=records, port=port,
                          gate=Gate.of_session(flow), eval_episodes=0)
-
-
-async def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def wait_until_still(value, what: str, still_s: float = 0.3, timeout: float = 30.0) -> int:
-    """Wait until `value()` has not changed for `still_s` seconds (a stepping agent changes it
-    thousands of times a second); return it."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() - since < still_s:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-        if (current := value()) != last:
-            last, since = current, time.monotonic()
-    return last
 
 
 @pytest.mark.timeout(60)

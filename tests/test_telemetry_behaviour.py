@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from agents.telemetry_behaviour import TelemetryBehaviour, episode_json, step_js
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.proxy import _record_json
 from tests.fixtures_proxy import Operator
+from tests.waiting import wait_for, wait_until_still
 
 QUICK = Hyperparameters(alpha=0.5, gamma=0.95, epsilon_start=1.0, epsilon_min=0.05, epsilon_decay=0.98)
 
@@ -46,26 +46,6 @@ def agent(jid: str, port: int, records: RecordBuffer, *, episodes: int = 50) -> 
         seed=3,
     )
     return LearningAgent(jid, "pw", config, records=records, port=port, asl_path=ASL_DIR / "learner.asl")
-
-
-async def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def wait_until_still(value, what: str, still_s: float = 0.3, timeout: float = 30.0) -> int:
-    """Wait until `value()` has not changed for `still_s` seconds (a stepping agent changes it
-    thousands of times a second); return it."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() - since < still_s:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-        if (current := value()) != last:
-            last, since = current, time.monotonic()
-    return last
 
 
 @pytest.mark.timeout(60)
