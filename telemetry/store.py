@@ -437,6 +437,20 @@ class TelemetryStore:
         """Coordination messages of ``run_id`` with seq_id > ``since_seq`` (see read_steps)."""
         return self._read("messages", run_id, since_seq, agent_id, limit)
 
+    def latest_render_hint(self, run_id: str, agent_id: str, before_seq: int, within: int = 100_000) -> str:
+        """The newest non-empty render hint of ``agent_id`` among the run's steps with seq_id
+        in (``before_seq`` - ``within``, ``before_seq``]; "" when there is none. Agents attach
+        the hint to each episode's first step only, so a view that starts in the middle of an
+        episode looks it up here (bounded, so an environment without hints costs no full scan)."""
+        key = self.run_key(run_id)
+        if key is None or before_seq <= 0:
+            return ""
+        low = (key << SEQ_BITS) | max(0, before_seq - within)
+        high = (key << SEQ_BITS) | min(before_seq, SEQ_MASK)
+        rows = self._query("SELECT render_hint_json FROM steps WHERE id > ? AND id <= ? AND agent_id = ? "
+                           "AND render_hint_json != '' ORDER BY id DESC LIMIT 1", (low, high, agent_id))
+        return rows[0][0] if rows else ""
+
     def agent_ids(self, run_id: str) -> list[str]:
         """The agents that published anything into ``run_id``, sorted."""
         key = self.run_key(run_id)

@@ -117,6 +117,28 @@ async def test_replay_finds_each_episode_among_interleaved_agents(dashboard_daem
         await channel.close()
 
 
+async def test_the_live_table_gets_the_hint_of_an_episode_that_began_before_its_window(
+        dashboard_daemon: DashboardDaemon) -> None:
+    """Agents send the render hint on each episode's first step only; a viewer connecting when
+    the newest TAIL_WINDOW steps are all later than that still gets the agent's hint."""
+    env = dashboard_daemon
+    channel, alice = await _publisher(env, "run-long", "alice")
+    try:
+        steps = make_steps("run-long", "alice", live.TAIL_WINDOW + 500, per_episode=10**6)
+        steps[0].render_hint_json = '{"kind":"grid","rows":4,"cols":4}'
+        await alice.publish(steps=steps)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{env.url}/api/runs/run-long/events") as stream:
+                async for _, event, data in _events(stream):
+                    if event == "steps":
+                        entry = data["agents"]["alice"]
+                        break
+        assert entry["rows"][0]["step"] > 0   # the window does not reach step 0
+        assert entry["render_hint"] == {"kind": "grid", "rows": 4, "cols": 4}
+    finally:
+        await channel.close()
+
+
 async def test_event_stream_resumes_after_last_event_id(dashboard_daemon: DashboardDaemon) -> None:
     env = dashboard_daemon
     channel, alice = await _publisher(env, "run-resume", "alice")

@@ -154,6 +154,11 @@ class RunEventStream:
                                        TAIL_WINDOW)
         for step in tail:
             self._fold_step(step, counted=False)
+        first_seq = tail[0].seq_id if tail else 0
+        for agent_id, agent in self._steps.items():
+            if not agent.hint_json:   # the tail starts after this agent's episode began
+                agent.hint_json = await asyncio.to_thread(self.store.latest_render_hint, self.run_id,
+                                                          agent_id, first_seq)
         if tail:
             self._wake.set()
         return max(last, tail[-1].seq_id if tail else 0)
