@@ -520,15 +520,27 @@ class TelemetrySession:
         fraction of one `emit_step` per step; to a daemon that cannot read columns they are
         sent as RunStep messages. Same errors as `emit_step`.
         """
+        await self._accept_blocks(run_id, agent_id,
+                                  lambda: columns.encode_steps(agent_id, self._proxy.worker_id, steps))
+
+    async def _accept_blocks(self, run_id: str, agent_id: str,
+                             encode: Callable[[], Iterable[columns.Block]]) -> None:
+        """emit_steps / emit_episodes: check, encode one agent's column blocks, buffer them,
+        then one loop turn."""
         self._check_accepting(run_id)
         if not agent_id:
             raise ValueError("agent_id must be a non-empty string")
-        link = self._links.get(run_id) or self._link(run_id)
-        link.agents.add(agent_id)
-        for block in columns.encode_steps(agent_id, self._proxy.worker_id, steps):
+        link = self._producer_link(run_id, agent_id)
+        for block in encode():
             self._accept_block(run_id, block)
         self._since_yield += _YIELD_EVERY   # one turn of the loop per call, as for 64 emit_step
         await self._after_accept(link)
+
+    def _producer_link(self, run_id: str, agent_id: str) -> _RunLink:
+        """The run's link (registered lazily), noting that `agent_id` produces into it."""
+        link = self._links.get(run_id) or self._link(run_id)
+        link.agents.add(agent_id)
+        return link
 
     def _accept_block(self, run_id: str, block: columns.Block) -> None:
         """Buffer one column block, halved until each part fits a wire message."""
@@ -569,16 +581,8 @@ class TelemetrySession:
         They travel as columns (`EpisodeColumns`), as `emit_steps` sends steps. Same errors
         as `emit_episode`.
         """
-        self._check_accepting(run_id)
-        if not agent_id:
-            raise ValueError("agent_id must be a non-empty string")
-        link = self._links.get(run_id) or self._link(run_id)
-        link.agents.add(agent_id)
-        if episodes:
-            self._accept_block(run_id, columns.encode_episodes(agent_id, self._proxy.worker_id, episodes,
-                                                               _metadata_json))
-        self._since_yield += _YIELD_EVERY
-        await self._after_accept(link)
+        await self._accept_blocks(run_id, agent_id, lambda: [
+            columns.encode_episodes(agent_id, self._proxy.worker_id, episodes, _metadata_json)] if episodes else [])
 
     async def emit_message(self, run_id: str, agent_id: str, message_index: int, direction: str,
                            peer: str, kind: str, bytes: int, episode_index: int = 0,
@@ -730,8 +734,7 @@ class TelemetrySession:
         if len(data) > limit:
             name, size = _largest_string_field(msg)
             raise MessageTooLargeError(kind, name, size, len(data), limit)
-        link = self._links.get(run_id) or self._link(run_id)
-        link.agents.add(agent_id)
+        link = self._producer_link(run_id, agent_id)
         self._append(run_id, _framed(tag, data), 1)
         if self._proxy.jsonl_stdout:
             sys.stdout.write(_record_json(kind, msg) + "\n")

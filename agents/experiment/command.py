@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agents.experiment.runner import EMBEDDED, ExperimentRunError, run_experiment
 from agents.experiment.spec import ExperimentError, load_experiment
+from agents.progress import say_on_stderr
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -42,28 +43,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=experiment_command)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def experiment_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.jobs is not None and args.jobs < 1:
-        _say(f"error: --jobs must be at least 1, got {args.jobs}")
+        say_on_stderr(f"error: --jobs must be at least 1, got {args.jobs}")
         return EXIT_BAD_INPUT
     try:
         spec = load_experiment(args.file)
     except ExperimentError as err:
-        _say(f"error: {err}")
+        say_on_stderr(f"error: {err}")
         return EXIT_BAD_INPUT
     telemetry = None if args.no_telemetry else (args.telemetry_target or EMBEDDED)
     try:
-        run = asyncio.run(run_experiment(spec, args.out, jobs=args.jobs, telemetry=telemetry, say=_say))
+        run = asyncio.run(run_experiment(spec, args.out, jobs=args.jobs, telemetry=telemetry, say=say_on_stderr))
     except ExperimentRunError as err:
-        _say(f"error: {err}")
+        say_on_stderr(f"error: {err}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _say("interrupted: finished cells are kept in the cells folder; rerun the same command to go on")
+        say_on_stderr("interrupted: finished cells are kept in the cells folder; rerun the same command to go on")
         return 130
     print(f"{spec.name}: {len(run.ran)} cells run, {len(run.skipped)} already done; results in {args.out}/results.csv, "
           f"{args.out}/summary.md, {args.out}/learning_curves.png")
