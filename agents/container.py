@@ -524,9 +524,36 @@ def run_process(main: Callable[[asyncio.Event], Awaitable[int]], *, log_level: s
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         code = await main(stop)
-        return 128 + received[0] if received else code
+        code = 128 + received[0] if received else code
+        await _end_leftover_tasks(code)
+        return code
 
     return asyncio.run(supervised())
+
+
+#: How long tasks still running when the container is done get to end once cancelled.
+EXIT_GRACE_S = 5.0
+
+
+async def _end_leftover_tasks(code: int) -> None:
+    """Cancel the tasks still running (library internals: XMPP clients, the embedded server)
+    and give them EXIT_GRACE_S to end. asyncio.run would do the same but wait for ever, and a
+    task that swallows its cancellation (pyjabber's server task sometimes does) then hangs the
+    finished process; after the grace period the process exits with `code` without them."""
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    if not leftovers:
+        return
+    for task in leftovers:
+        task.cancel()
+    _, pending = await asyncio.wait(leftovers, timeout=EXIT_GRACE_S)
+    if pending:
+        names = ", ".join(sorted(task.get_name() for task in pending))
+        logger.warning("%d task(s) did not end within %.0fs of being cancelled (%s); exiting without them",
+                       len(pending), EXIT_GRACE_S, names)
+        sys.stdout.flush()
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def human_stream(container: ContainerConfig, *, prefer: IO[str]) -> IO[str]:

@@ -237,6 +237,34 @@ def test_cli_failing_action_exits_non_zero_naming_agent_and_action(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_task_that_ignores_cancellation_does_not_hang_the_finished_process(tmp_path):
+    """asyncio.run waits for ever for a task that swallows its cancellation; run_process gives
+    leftovers EXIT_GRACE_S, then exits with the container's code, naming them."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent("""\
+        import asyncio
+        from agents.container import run_process
+
+        async def stubborn():
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
+
+        async def main(stop):
+            asyncio.get_running_loop().create_task(stubborn(), name="stubborn-task")
+            await asyncio.sleep(0)
+            return 3
+
+        raise SystemExit(run_process(main))
+        """))
+    done = subprocess.run([sys.executable, str(script)], cwd=PROJECT_ROOT, env=run_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "did not end within" in done.stderr and "stubborn-task" in done.stderr
+
+
 @pytest.mark.timeout(120)
 async def test_cli_ctrl_c_stops_the_agents_flushes_telemetry_and_exits_130(daemon, tmp_path):
     config = write_config(
