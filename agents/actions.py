@@ -69,7 +69,7 @@ from agentspeak.runtime import Intention
 
 from agents.evaluation import evaluate_greedy
 from agents.qlearning import QLearner
-from agents.records import EpisodeRecord, Record, RecordBuffer, StepRecord
+from agents.records import EpisodeRecord, RecordBuffer
 from envs import TabularEnv
 
 logger = logging.getLogger(__name__)
@@ -85,30 +85,41 @@ def _never(agent_id: str) -> bool:
     return False
 
 
+def _holds_somebody() -> bool:
+    """The default `holds_nobody`: without it, assume a step may be held back."""
+    return False
+
+
 @dataclass(frozen=True)
 class Gate:
     """What an agent passes before each environment step (telemetry backpressure: pause,
-    step credits, rate caps), as `try_pass` and `wait`, both called with the agent's id.
+    step credits, rate caps), as `try_pass` and `wait`, both called with the agent's id, and
+    `holds_nobody`.
 
     `try_pass` answers at once: True when the agent may step now (the permission is then
     taken: a credit spent, a rate slot used), False when it would have to wait, taking
     nothing. `wait` returns once the agent may step, taking the permission. An agent steps
     synchronously while `try_pass` says yes and awaits `wait` only when it says no, so an open
     gate costs no coroutine per step. Without `try_pass`, every step awaits `wait`.
+    `holds_nobody()` is True when nothing holds any agent back (no pause, credits or rate cap):
+    control changes only between turns of the event loop, so an agent that runs many steps
+    synchronously then skips `try_pass` for all of them.
     """
 
     wait: Callable[[str], Awaitable[None]]
     try_pass: Callable[[str], bool] = _never
+    holds_nobody: Callable[[], bool] = _holds_somebody
 
     @classmethod
     def of_session(cls, session: Any) -> Gate:
         """The gate of a telemetry session (or a `telemetry.flow.RunFlow`): its
-        `try_acquire` and `wait_until_allowed`. When the session already holds its run's
-        control state, the gate goes to that `RunFlow` directly: one call per step instead
-        of three (the session only looks the flow up)."""
+        `try_acquire`, `wait_until_allowed` and `holds_nobody`. When the session already holds
+        its run's control state, the gate goes to that `RunFlow` directly: one call per step
+        instead of three (the session only looks the flow up)."""
         flow = getattr(session, "flow", None)
         source = (flow() if callable(flow) else None) or session
-        return cls(wait=source.wait_until_allowed, try_pass=source.try_acquire)
+        return cls(wait=source.wait_until_allowed, try_pass=source.try_acquire,
+                   holds_nobody=getattr(source, "holds_nobody", _holds_somebody))
 
     async def __call__(self, agent_id: str) -> None:
         """Pass the gate: at once if `try_pass` allows, else once `wait` returns."""
@@ -320,6 +331,8 @@ class LearningActions:
         self.env = env
         self.learner = learner
         self.records = records
+        records.bind(run_id, agent_id, BACKEND)
+        self._add_step = records.add_step
         self.episodes_target = episodes_target
         self.step_limit = env.step_limit(max_steps)
         self.seed = seed
@@ -333,7 +346,6 @@ class LearningActions:
         self._frozen_lake = env.gym_id.startswith("FrozenLake")
         hint = env.render_hint()
         self._render_hint_json = json.dumps(hint) if hint else None
-        self._overflow: deque[Record] = deque()
         self._successes: deque[bool] = deque(maxlen=success_window)
         self.beliefs: Optional[BeliefWriter] = None
         self._step_groups: list[_PerceptGroup] = []
@@ -442,25 +454,19 @@ class LearningActions:
         self.total_steps += 1
         self.last_reward = reward
         self.episode_return += reward
-        self._emit(
-            StepRecord(
-                self.run_id,
-                self.agent_id,
-                self.episode_index,
-                k - 1,
-                str(action),
-                _observation_json(self.env.observation),
-                reward,
-                terminated,
-                truncated,
-                label,
-                BACKEND,
-                time.time_ns(),
-                # Per environment, so constant: sent once per episode, with its first step.
-                self._render_hint_json if k == 1 else None,
-                1,
-                self.episode_seed,
-            )
+        self._add_step(
+            self.episode_index,
+            k - 1,
+            str(action),
+            _observation_json(self.env.observation),
+            reward,
+            terminated,
+            truncated,
+            time.time_ns(),
+            label,
+            # Per environment, so constant: sent once per episode, with its first step.
+            self._render_hint_json if k == 1 else None,
+            self.episode_seed,
         )
         if terminated or truncated:
             self.done, self.terminated, self.truncated = True, terminated, truncated
@@ -491,7 +497,7 @@ class LearningActions:
         metadata = {"success": self.success, "outcome": self.outcome, "epsilon": epsilon, "episode_seed": self.episode_seed}
         if ended_by != "plan" or not self.done:
             metadata["ended_by"] = ended_by
-        self._emit(
+        self.records.add_episode(
             EpisodeRecord(
                 self.run_id,
                 self.agent_id,
@@ -507,14 +513,18 @@ class LearningActions:
 
     def run_episode_steps(self, mode: str) -> bool:
         """Choose, step and learn in the open episode for as long as no step has to wait (the
-        gate lets it through at once, the last record fit in the buffer). True once the episode
-        is done; False when the next step has to wait (see `finish_episode_steps`)."""
+        gate lets it through at once, the record buffer has room). True once the episode is
+        done; False when the next step has to wait (see `finish_episode_steps`)."""
         gate, agent_id = self.gate, self.agent_id
-        try_pass = None if gate is None else gate.try_pass
+        # Control (pause, credits, rate caps) changes only between turns of the event loop, so a
+        # gate that holds nobody now holds nobody for this whole synchronous run of steps.
+        try_pass = None if gate is None or gate.holds_nobody() else gate.try_pass
+        room = self.records.free  # each step adds one record
         choose, step, learn = self.choose, self.step, self.learn
         while not self.done:
-            if self._overflow or (try_pass is not None and not try_pass(agent_id)):
+            if room <= 0 or (try_pass is not None and not try_pass(agent_id)):
                 return False
+            room -= 1
             step(*choose(mode))
             learn()
         return True
@@ -523,7 +533,7 @@ class LearningActions:
         """The open episode's remaining steps, waiting for buffer space and the gate where a
         step has to, and synchronously again as soon as none has to."""
         while not self.run_episode_steps(mode):
-            await self.flush_overflow()
+            await self.wait_for_record_space()
             gate = self.gate
             if gate is not None:
                 await gate(self.agent_id)
@@ -552,21 +562,10 @@ class LearningActions:
 
     # --------------------------------------------------------------- records
 
-    @property
-    def unflushed_records(self) -> int:
-        """Records produced but not yet in the buffer (it was full); flush_overflow moves them."""
-        return len(self._overflow)
-
-    def _emit(self, record: Record) -> None:
-        if self._overflow or not self.records.try_put(record):
-            self._overflow.append(record)
-
-    async def flush_overflow(self) -> None:
-        """Move records that did not fit into the buffer, waiting for space (never drops)."""
-        overflow, put = self._overflow, self.records.put
-        while overflow:
-            await put(overflow[0])
-            overflow.popleft()
+    async def wait_for_record_space(self) -> None:
+        """Wait while the record buffer is full: the telemetry behaviour drains it, and the agent
+        takes no step meanwhile (backpressure; nothing is dropped)."""
+        await self.records.wait_for_space()
 
     # --------------------------------------------------------------- beliefs
 
@@ -616,10 +615,11 @@ class LearningActions:
             raise PlanError(f"{action}: the episode is over (done); call .rl_end_episode or .rl_reset")
 
     def _settle(self, action: str) -> None:
-        """End of an action: reactions it raised run next; records that did not fit get flushed."""
+        """End of an action: reactions it raised run next; a full record buffer makes the agent
+        wait for space before its next instruction."""
         self.beliefs.promote_reactions()
-        if self._overflow:
-            self._defer(action, self.flush_overflow())
+        if self.records.full:
+            self._defer(action, self.wait_for_record_space())
 
     def _a_reset(self, agent, term, intention):
         was_open = self.in_episode
@@ -664,7 +664,7 @@ class LearningActions:
         self.step(action, label)
         self._publish_step()
         self.beliefs.promote_reactions()
-        await self.flush_overflow()
+        await self.wait_for_record_space()
 
     def _a_learn(self, agent, term, intention):
         self.learn()
@@ -694,7 +694,7 @@ class LearningActions:
         self.end_episode()
         self._publish_episode_run()
         self.beliefs.promote_reactions()
-        await self.flush_overflow()
+        await self.wait_for_record_space()
 
     def _publish_episode_run(self) -> None:
         self._publish_reset()

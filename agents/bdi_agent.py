@@ -76,7 +76,7 @@ class AgentResult:
     agent_id: str
     run_id: str
     episodes: int  # episodes closed (each has an EpisodeRecord)
-    steps: int  # training steps taken (each has a StepRecord)
+    steps: int  # training steps taken (each has a step in the record buffer)
     greedy_success_rate: Optional[float]  # from the last greedy evaluation, None if none ran
     greedy_mean_return: Optional[float]
     success_rate: float  # rolling training success rate at the end
@@ -100,8 +100,8 @@ class LearningAgent(BDIAgent):
     From `config` (an `agents.config.AgentConfig`) it uses agent_id, run_id, env_id, env_kwargs,
     episodes (the `episodes_target` belief), max_steps_per_episode, hyperparameters, asl, seed
     and policy_out; telemetry and xmpp settings are for whoever starts the agent. `asl_path`
-    overrides `config.asl`. `records` receives a
-    StepRecord per step and an EpisodeRecord per episode. `gate`, if given (or set later with
+    overrides `config.asl`. `records` (bound to this
+    agent) receives a step per step and an EpisodeRecord per episode. `gate`, if given (or set later with
     `set_gate`), is passed before every environment step (see `agents.actions.Gate`). Raises
     AslError (file and line) if the plan file is invalid, and the environment/config errors of
     `envs.make_env`.
@@ -132,7 +132,6 @@ class LearningAgent(BDIAgent):
         self.result: Optional[AgentResult] = None
         self._finished = asyncio.Event()
         self._started_at: Optional[float] = None
-        self._flush_task: Optional[asyncio.Task] = None
 
         env_kwargs = dict(config.env_kwargs)
         max_steps = config.max_steps_per_episode
@@ -332,8 +331,6 @@ class LearningAgent(BDIAgent):
                 logger.error("%s", error)
         elif learning.in_episode:
             learning.end_episode(ended_by="stop")
-        if learning.unflushed_records:
-            self._flush_task = asyncio.ensure_future(learning.flush_overflow())
         elapsed = time.perf_counter() - self._started_at if self._started_at is not None else 0.0
         self.result = AgentResult(
             agent_id=self.agent_id,

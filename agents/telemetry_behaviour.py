@@ -9,11 +9,14 @@ nothing is dropped.
 
 Backpressure from the daemon (pause, step credits, rate caps) reaches the agent's plans through
 its gate: `attach` installs the session's gate (`Gate.of_session`: its `try_acquire`, checked
-synchronously before every environment step, and `wait_until_allowed`, awaited only when the
-check says no; agents.actions).
+synchronously before every environment step unless `holds_nobody` says nothing holds anyone
+back, and `wait_until_allowed`, awaited only when the check says no; agents.actions).
 
-When the behaviour ends (the agent stops, or `kill()`), `on_end` drains until nothing is left,
-including records the agent was still moving into a full buffer, and then sets `drained`.
+Each drain hands the sink a `RecordChunk`: the agent's steps as columns (`StepTable`) and its
+episodes, which a telemetry session takes as they are (`emit_step_table`, `emit_episodes`).
+
+When the behaviour ends (the agent stops, or `kill()`), `on_end` drains until nothing is left
+and then sets `drained`.
 """
 
 from __future__ import annotations
@@ -25,69 +28,49 @@ import os
 import socket
 import sys
 import time
-from operator import attrgetter
-from typing import IO, Iterator, Optional, Protocol, Sequence
+from typing import IO, Optional, Protocol
 
 from spade.behaviour import PeriodicBehaviour
 
 from agents.actions import GateLike, as_gate
 from agents.bdi_agent import LearningAgent
-from agents.records import EpisodeRecord, Record, RecordBuffer, StepRecord
+from agents.records import EpisodeRecord, RecordBuffer, RecordChunk, StepRecord
 
 logger = logging.getLogger(__name__)
 
 #: How often the behaviour drains: small enough that records flow while the agent learns, large
 #: enough that an idle agent costs nothing.
 DEFAULT_PERIOD_S = 0.05
-#: Most records handed to the sink at once: the proxy's largest publish call (8 batches of
-#: 2,000). A drain normally takes everything in one go (one `emit_steps`, cheap as columns);
-#: yielding between small chunks instead gave the agent a whole time slice per chunk, so a fast
-#: agent outran its drain and lived with a full buffer. A fuller buffer takes several turns of
-#: the loop, so the session's sender ships in between and its own buffer never overflows.
+#: Most steps handed to the sink at once. A drain normally takes everything the period
+#: gathered in one go (one column block); yielding between small chunks instead gave the agent
+#: a whole time slice per chunk, so a fast agent outran its drain and lived with a full buffer.
+#: A fuller buffer takes several turns of the loop, so the session's sender ships in between
+#: and its own buffer never overflows.
 _DRAIN_RECORDS = 16_000
 
 
 class RecordSink(Protocol):
     """Where drained records go. `write` may await (a session yields to its sender)."""
 
-    async def write(self, records: Sequence[Record]) -> None: ...
-
-
-_RUN_AND_AGENT = attrgetter("run_id", "agent_id")
-
-
-def _by_owner(records: Sequence[Record]) -> Iterator[tuple[str, str, Sequence[Record]]]:
-    """(run_id, agent_id, records) for each run of consecutive records of one run and agent."""
-    owners = list(map(_RUN_AND_AGENT, records))
-    if len(set(owners)) == 1:   # the usual case: one agent's sink
-        yield (*owners[0], records)
-        return
-    start = 0
-    for end in range(1, len(records) + 1):
-        if end == len(records) or owners[end] != owners[start]:
-            yield (*owners[start], records[start:end])
-            start = end
+    async def write(self, chunk: RecordChunk) -> None: ...
 
 
 class SessionSink:
     """Records into a `TelemetrySession` (emitting never waits on the network).
 
-    Steps go through `emit_steps`, one call per run of steps of the same run and agent: the
-    session encodes them as columns, far cheaper than one `emit_step` each, and this runs on
-    the agent's own thread. Episodes likewise go through `emit_episodes`.
+    Steps go in as the columns they already are (`emit_step_table`: the session copies each
+    list into the wire message in C; this runs on the agent's own thread, so it has to be
+    cheap), episodes through `emit_episodes`.
     """
 
     def __init__(self, session) -> None:
         self.session = session
 
-    async def write(self, records: Sequence[Record]) -> None:
-        steps = [r for r in records if type(r) is StepRecord]
-        for run_id, agent_id, mine in _by_owner(steps):
-            await self.session.emit_steps(run_id, agent_id, mine)
-        if len(steps) < len(records):
-            episodes = [r for r in records if type(r) is not StepRecord]
-            for run_id, agent_id, mine in _by_owner(episodes):
-                await self.session.emit_episodes(run_id, agent_id, mine)
+    async def write(self, chunk: RecordChunk) -> None:
+        if chunk.steps:
+            await self.session.emit_step_table(chunk.run_id, chunk.agent_id, chunk.steps)
+        if chunk.episodes:
+            await self.session.emit_episodes(chunk.run_id, chunk.agent_id, chunk.episodes)
 
 
 def default_worker_id() -> str:
@@ -167,10 +150,11 @@ class JsonlSink:
         self.stream = stream
         self.worker_id = worker_id or default_worker_id()
 
-    async def write(self, records: Sequence[Record]) -> None:
+    async def write(self, chunk: RecordChunk) -> None:
         worker_id = self.worker_id
         encode = _COMPACT.encode
-        lines = [encode(step_json(r, worker_id) if type(r) is StepRecord else episode_json(r, worker_id)) for r in records]
+        lines = [encode(step_json(r, worker_id) if type(r) is StepRecord else episode_json(r, worker_id))
+                 for r in chunk.records()]
         stream = self.stream or sys.stdout  # looked up late: tests and callers may swap stdout
         stream.write("\n".join(lines) + "\n")
         stream.flush()
@@ -179,7 +163,7 @@ class JsonlSink:
 class DiscardSink:
     """Telemetry off: records are counted by the behaviour and let go."""
 
-    async def write(self, records: Sequence[Record]) -> None:
+    async def write(self, chunk: RecordChunk) -> None:
         return None
 
 
@@ -227,11 +211,7 @@ class TelemetryBehaviour(PeriodicBehaviour):
     async def on_end(self) -> None:
         """Drain until the agent has nothing left to hand over, then signal `drained`."""
         try:
-            await self._drain()
-            agent = self.agent
-            # A finishing agent may still be moving records that did not fit into the buffer.
-            while self.failure is None and (agent.learning.unflushed_records or len(self.records)):
-                await self.records.wait_for_records(timeout=0.05)
+            while self.failure is None and len(self.records):
                 await self._drain()
         finally:
             self.drained.set()
@@ -249,19 +229,19 @@ class TelemetryBehaviour(PeriodicBehaviour):
             return
         records = self.records
         while True:
-            batch = records.drain(_DRAIN_RECORDS)
-            if not batch:
+            chunk = records.drain(_DRAIN_RECORDS)
+            if not len(chunk):
                 return
             try:
-                await self.sink.write(batch)
+                await self.sink.write(chunk)
             except Exception as error:  # noqa: BLE001 - any sink failure must reach the owner
                 self.failure = error
                 self.failed.set()
                 agent = self.agent
                 logger.error("agent %s (run %s): telemetry stopped: %s", agent.agent_id, agent.run_id, error)
                 return
-            steps = sum(1 for r in batch if type(r) is StepRecord)
-            self.steps_sent += steps
-            self.episodes_sent += len(batch) - steps
-            if len(batch) == _DRAIN_RECORDS:
-                await asyncio.sleep(0)  # let the agent and the session's sender run between chunks
+            self.steps_sent += len(chunk.steps)
+            self.episodes_sent += len(chunk.episodes)
+            if len(chunk.steps) < _DRAIN_RECORDS:
+                return  # all that the period gathered; what came in meanwhile waits for the next
+            await asyncio.sleep(0)  # let the agent and the session's sender run between chunks

@@ -8,7 +8,8 @@ so encoding is a handful of list-wide operations in C, well under a microsecond 
 the daemon turns a column block into store rows with one `zip`. Episodes likewise (one per
 few steps, and a RunEpisode costs more to build than a RunStep).
 
-Used by the proxy (`encode_steps`, `encode_episodes`, and `expand` when the daemon cannot read
+Used by the proxy (`encode_step_table` for steps already held as columns, as agents hold them;
+`encode_steps` for step objects; `encode_episodes`; `expand` when the daemon cannot read
 columns), the daemon's store (`row_values`) and whatever needs messages back (`expand`,
 `step_message`, `episode_message`). Functions taking a `block` take either kind.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from itertools import repeat
 from operator import attrgetter
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 from telemetry.generated import trainer_pb2
@@ -25,6 +27,9 @@ PER_STEP = ("episode_index", "step_index", "action_json", "observation_json", "r
             "terminated", "truncated", "timestamp_ns", "policy_label")
 _GETTERS = tuple((name, attrgetter(name)) for name in PER_STEP)
 _SHARED = attrgetter("backend", "payload_version")
+#: The sparse step columns: the rows that have a value, and the values.
+SPARSE = ("render_hint_rows", "render_hint_json", "episode_seed_rows", "episode_seed")
+_TABLE_FIELDS = PER_STEP + SPARSE
 _HINT = attrgetter("render_hint_json")
 _SEED = attrgetter("episode_seed")
 #: The per-episode columns but metadata_json (encoded from each episode's `metadata`).
@@ -49,6 +54,26 @@ class StepLike(Protocol):
     payload_version: int
     render_hint_json: str | None
     episode_seed: int | None
+
+
+class StepTableLike(Protocol):
+    """What `encode_step_table` reads: steps as columns, named as `StepColumns`' fields (e.g.
+    `agents.records.StepTable`)."""
+    episode_index: Sequence[int]
+    step_index: Sequence[int]
+    action_json: Sequence[str]
+    observation_json: Sequence[str]
+    reward: Sequence[float]
+    terminated: Sequence[bool]
+    truncated: Sequence[bool]
+    timestamp_ns: Sequence[int]
+    policy_label: Sequence[str]
+    render_hint_rows: Sequence[int]
+    render_hint_json: Sequence[str]
+    episode_seed_rows: Sequence[int]
+    episode_seed: Sequence[int]
+    backend: str
+    payload_version: int
 
 
 class EpisodeLike(Protocol):
@@ -91,22 +116,33 @@ def encode_steps(agent_id: str, worker_id: str, steps: Sequence[StepLike]) -> li
 def _block(agent_id: str, worker_id: str, shared: tuple[str, int],
            steps: Sequence[StepLike]) -> trainer_pb2.StepColumns:
     """One block of steps that share `shared` = (backend, payload_version)."""
-    backend, payload_version = shared
-    block = trainer_pb2.StepColumns(agent_id=agent_id, worker_id=worker_id, backend=backend or "",
-                                    payload_version=payload_version)
+    table = _Columns(backend=shared[0], payload_version=shared[1])
     for name, get in _GETTERS:
+        setattr(table, name, list(map(get, steps)))
+    hints = [(row, hint) for row, hint in enumerate(map(_HINT, steps)) if hint]
+    table.render_hint_rows = [row for row, _ in hints]
+    table.render_hint_json = [hint for _, hint in hints]
+    seeds = [(row, seed) for row, seed in enumerate(map(_SEED, steps)) if seed is not None]
+    table.episode_seed_rows = [row for row, _ in seeds]
+    table.episode_seed = [seed for _, seed in seeds]
+    return encode_step_table(agent_id, worker_id, table)
+
+
+class _Columns(SimpleNamespace):
+    """A StepTableLike put together from StepLike objects."""
+
+
+def encode_step_table(agent_id: str, worker_id: str, table: StepTableLike) -> trainer_pb2.StepColumns:
+    """The steps of one agent, already held as columns (e.g. `agents.records.StepTable`), as
+    one block: each list is copied into its field as it is, in C. TypeError (naming the field)
+    for a value of the wrong type."""
+    block = trainer_pb2.StepColumns(agent_id=agent_id, worker_id=worker_id, backend=table.backend or "",
+                                    payload_version=table.payload_version)
+    for name in _TABLE_FIELDS:
         try:
-            getattr(block, name).extend(map(get, steps))
+            getattr(block, name).extend(getattr(table, name))
         except (TypeError, ValueError) as err:
             raise TypeError(f"step field {name} of agent {agent_id!r}: {err}") from None
-    hints = [(row, hint) for row, hint in enumerate(map(_HINT, steps)) if hint]
-    if hints:
-        block.render_hint_rows.extend(row for row, _ in hints)
-        block.render_hint_json.extend(hint for _, hint in hints)
-    seeds = [(row, seed) for row, seed in enumerate(map(_SEED, steps)) if seed is not None]
-    if seeds:
-        block.episode_seed_rows.extend(row for row, _ in seeds)
-        block.episode_seed.extend(seed for _, seed in seeds)
     return block
 
 

@@ -138,6 +138,12 @@ class RunFlow:
         self._changed = asyncio.Event()
 
     # -- read by producers -------------------------------------------------------------
+    def holds_nobody(self) -> bool:
+        """True when nothing holds any producer back: no pause, no credit mode, no rate cap (or
+        released). Only control events change it, and those are applied between turns of the
+        event loop, so a producer stepping synchronously may ask once for a whole run of steps."""
+        return self._holds_nobody
+
     def is_paused(self, agent_id: str | None = None) -> bool:
         """Whether the run (or, given an agent, that agent) is paused."""
         return self._paused_run or (agent_id is not None and agent_id in self._paused_agents)

@@ -77,6 +77,10 @@ _BLOCK_KINDS = {trainer_pb2.StepColumns: (_STEP_COLUMNS_TAG, "step", _STEP_TAG),
                 trainer_pb2.EpisodeColumns: (_EPISODE_COLUMNS_TAG, "episode", _EPISODE_TAG)}
 _FRAMING_SLACK = 6          # tag byte + the longest varint length a record can have
 _CALL_MAX_BATCHES = 8       # batches per PublishTelemetryBatch call
+#: Bytes per PublishTelemetryBatch call (about 200,000 steps as columns). A call is what the
+#: sender waits on; under a busy agent it takes many turns of the event loop whatever it holds,
+#: so a cap counted in records (column blocks hold thousands) made the sender the bottleneck.
+_CALL_MAX_BYTES = 8 << 20
 _RESYNC_GRACE_S = 0.5       # how long a new control subscription may take to send its state
 _YIELD_EVERY = 64           # emit_step/emit_episode yield to the event loop once per this many calls
 
@@ -523,6 +527,16 @@ class TelemetrySession:
         await self._accept_blocks(run_id, agent_id,
                                   lambda: columns.encode_steps(agent_id, self._proxy.worker_id, steps))
 
+    async def emit_step_table(self, run_id: str, agent_id: str, table: columns.StepTableLike) -> None:
+        """Accept many steps of one agent held as columns (never waits for the network).
+
+        `table` has one sequence per `StepColumns` field (e.g. `agents.records.StepTable`, which
+        learning agents fill as they step); the sequences are copied into the wire message as
+        they are, the cheapest way in. Same errors as `emit_step`.
+        """
+        await self._accept_blocks(run_id, agent_id, lambda: [
+            columns.encode_step_table(agent_id, self._proxy.worker_id, table)] if len(table.episode_index) else [])
+
     async def _accept_blocks(self, run_id: str, agent_id: str,
                              encode: Callable[[], Iterable[columns.Block]]) -> None:
         """emit_steps / emit_episodes: check, encode one agent's column blocks, buffer them,
@@ -617,6 +631,12 @@ class TelemetrySession:
         skip a coroutine per step while nothing holds it back."""
         link = self._control_link(run_id)
         return link is None or link.flow.try_acquire(agent_id, steps)
+
+    def holds_nobody(self, run_id: str | None = None) -> bool:
+        """True when the daemon's control holds no producer of the run back right now (see
+        `RunFlow.holds_nobody`); True when the run has no control state yet."""
+        link = self._control_link(run_id)
+        return link is None or link.flow.holds_nobody()
 
     @property
     def paused(self) -> bool:
@@ -1028,18 +1048,20 @@ class TelemetrySession:
     def _describe_runs(self) -> str:
         return "; ".join(link.describe() for link in self._links.values()) or "no runs yet"
 
-    def _take(self, records: int | None = None) -> list[_Entry]:
-        """Remove buffered entries holding about `records` records (all when None)."""
+    def _take(self, messages: int | None = None, max_bytes: int = 0) -> list[_Entry]:
+        """Remove the oldest buffered entries: all (None), or up to `messages` of them and
+        about `max_bytes` (at least one). An entry is one wire message: a record, or a column
+        block of many."""
         buffer = self._buffer
-        if records is None or records >= self._buffered:
+        if messages is None or (messages >= len(buffer) and self._buffer_bytes <= max_bytes):
             taken = list(buffer)
             buffer.clear()
         else:
-            taken, held = [], 0
-            while buffer and held < records:
+            taken, size = [], 0
+            while buffer and len(taken) < messages and (not taken or size + len(buffer[0][1]) <= max_bytes):
                 entry = buffer.popleft()
                 taken.append(entry)
-                held += entry[2]
+                size += len(entry[1])
         self._buffer_bytes -= sum(len(framed) for _, framed, _ in taken)
         self._buffered -= sum(count for _, _, count in taken)
         return taken
@@ -1089,7 +1111,7 @@ class TelemetrySession:
     async def _deliver_buffer(self) -> None:
         """Send up to a few batches from the buffer; spool what could not be sent."""
         self._inflight_first = self._accepted - self._buffered + 1
-        groups = self._encode(self._take(self._proxy.batch_max_records * _CALL_MAX_BATCHES))
+        groups = self._encode(self._take(self._proxy.batch_max_records * _CALL_MAX_BATCHES, _CALL_MAX_BYTES))
         try:
             while groups:
                 run_id, payloads, count = groups[0]

@@ -14,7 +14,7 @@ from agents.bdi_agent import ASL_DIR, LearningAgent
 from agents.config import AgentConfig, parse_container_config
 from agents.container import run_agents, with_overrides
 from agents.qlearning import Hyperparameters
-from agents.records import RecordBuffer, StepRecord
+from agents.records import RecordBuffer
 from telemetry.flow import RunFlow
 from telemetry.generated.trainer_pb2 import ControlEvent
 from tests.fixtures_proxy import Operator
@@ -68,7 +68,7 @@ async def test_a_closed_gate_holds_the_agent_until_it_opens(xmpp_server, unique_
         await agent.stop()
     assert result.ok and result.episodes == 40
     assert agent.bdi.deferrals == 1, "once open, no step waits again"
-    steps = [r for r in records.drain(len(records)) if type(r) is StepRecord]
+    steps = records.drain().steps
     assert len(steps) == result.steps
 
 

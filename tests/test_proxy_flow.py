@@ -128,6 +128,24 @@ def test_try_acquire_allows_everything_while_nothing_holds_anyone() -> None:
         flow.try_acquire("a", steps=0)
 
 
+def test_holds_nobody_only_while_no_pause_credit_or_cap_is_in_force() -> None:
+    """What lets an agent skip the per-step check for a synchronous run of steps."""
+    flow = RunFlow("r")
+    assert flow.holds_nobody()
+    for event, undo in ((ControlEvent(run_id="r", pause=True), ControlEvent(run_id="r", resume=True)),
+                        (ControlEvent(run_id="r", pause=True, agent_id="a"),
+                         ControlEvent(run_id="r", resume=True, agent_id="a")),
+                        (ControlEvent(run_id="r", max_rate_hz=5), ControlEvent(run_id="r", max_rate_hz=0))):
+        flow.apply(event)
+        assert not flow.holds_nobody(), event
+        flow.apply(undo)
+        assert flow.holds_nobody(), undo
+    flow.apply(ControlEvent(run_id="r", grant_steps=3))
+    assert not flow.holds_nobody(), "credit mode stays on"
+    flow.release()
+    assert flow.holds_nobody(), "released: nothing holds anyone any more"
+
+
 def test_try_acquire_refuses_while_paused_run_wide_or_per_agent() -> None:
     flow = RunFlow("r")
     flow.apply(ControlEvent(run_id="r", pause=True))

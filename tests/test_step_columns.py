@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from agents.records import StepRecord
+from agents.records import StepRecord, chunk_of
 from telemetry import columns
 from telemetry.daemon import TrainerService, serve
 from telemetry.errors import MessageTooLargeError
@@ -73,6 +73,48 @@ async def test_columns_store_exactly_what_emit_step_stores(daemon, tmp_path: Pat
     assert [dict(comparable(s), episode_seed=0) for s in by_columns] == [comparable(s) for s in one_by_one]
     assert [s.render_hint_json for s in by_columns[:11]] == [HINT] + [""] * 9 + [HINT]
     assert {s.backend for s in by_columns} == {"spade-bdi", "other-backend"}
+
+
+async def test_a_step_table_stores_exactly_what_its_step_records_store(daemon, tmp_path: Path) -> None:
+    """What agents send (`emit_step_table`, the steps already held as columns) and the same
+    steps as objects (`emit_steps`) end up the same in the store."""
+    same_backend = records(250, "run-objects")[:125]
+    table = chunk_of([dataclasses.replace(r, run_id="run-table") for r in same_backend]).steps
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session() as tx:
+        await tx.emit_steps("run-objects", "a", same_backend)
+        await tx.emit_step_table("run-table", "a", table)
+    assert tx.stats.delivered == 250
+    by_objects = stored_steps(daemon.store.path, "run-objects")
+    by_table = stored_steps(daemon.store.path, "run-table")
+    assert [comparable(s) for s in by_table] == [comparable(s) for s in by_objects]
+    assert [s.episode_seed for s in by_table[:11]] == [42] * 10 + [0]
+    assert [s.render_hint_json for s in by_table[:11]] == [HINT] + [""] * 9 + [HINT]
+
+
+async def test_one_publish_call_carries_many_column_blocks(start_daemon, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """A call's budget counts a column block as one message: three blocks of 8,000 steps go in
+    one call (counted in records, a call stopped at 16,000, and the sender, which waits on one
+    call at a time, paced a fast agent)."""
+    calls = []
+    publish = TrainerService.PublishTelemetryBatch
+
+    async def counting(self, request_iterator, context):
+        calls.append(1)
+        return await publish(self, request_iterator, context)
+
+    monkeypatch.setattr(TrainerService, "PublishTelemetryBatch", counting)
+    daemon = await start_daemon()
+    steps = records(24_000, "run-big", per_episode=100)
+    backends = ["first", "second", "third"]
+    steps = [dataclasses.replace(r, backend=backends[i // 8_000]) for i, r in enumerate(steps)]
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
+    async with proxy.session("run-big") as tx:
+        await tx.emit_steps("run-big", "a", steps)  # one block per backend, buffered at once
+    assert tx.stats.delivered == 24_000
+    assert len(calls) == 1
+    assert daemon.store.counts("run-big").steps == 24_000
 
 
 async def test_a_live_viewer_receives_column_steps_as_run_steps(daemon, tmp_path: Path) -> None:

@@ -29,10 +29,10 @@ class RecordingSink:
         self.records: list = []
         self.fail_after = fail_after
 
-    async def write(self, records) -> None:
-        if self.fail_after is not None and len(self.records) + len(records) > self.fail_after:
+    async def write(self, chunk) -> None:
+        if self.fail_after is not None and len(self.records) + len(chunk) > self.fail_after:
             raise RuntimeError("the sink broke")
-        self.records.extend(records)
+        self.records.extend(chunk.records())
 
 
 def agent(jid: str, port: int, records: RecordBuffer, *, episodes: int = 50) -> LearningAgent:

@@ -120,7 +120,7 @@ class HunterLink:
             learning.step(*self._pending_action)  # asks the view, which answers take_step()
             learning._publish_step()
         learning.beliefs.promote_reactions()
-        await learning.flush_overflow()
+        await learning.wait_for_record_space()
 
     # ------------------------------------------------- the view's questions
 

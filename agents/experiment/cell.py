@@ -35,7 +35,7 @@ from agents.coordination.agent import CoordinatingAgent
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
 from agents.experiment.spec import Condition, ExperimentSpec
 from agents.qlearning import Hyperparameters
-from agents.records import EpisodeRecord, Record, RecordBuffer, StepRecord
+from agents.records import RecordBuffer, RecordChunk
 from agents.telemetry_behaviour import DiscardSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import start_xmpp_server
 from envs.multiagent import PursuitWorld, joint_state_index, sensation_index
@@ -83,12 +83,11 @@ class CurveSink:
         self.returns: dict[str, list[float]] = defaultdict(list)
         self.successes: dict[str, list[bool]] = defaultdict(list)
 
-    async def write(self, records: Sequence[Record]) -> None:
-        for record in records:
-            if type(record) is EpisodeRecord:
-                self.returns[record.agent_id].append(record.total_reward)
-                self.successes[record.agent_id].append(bool(record.metadata.get("success")))
-        await self.inner.write(records if self.steps else [r for r in records if type(r) is not StepRecord])
+    async def write(self, chunk: RecordChunk) -> None:
+        for record in chunk.episodes:
+            self.returns[record.agent_id].append(record.total_reward)
+            self.successes[record.agent_id].append(bool(record.metadata.get("success")))
+        await self.inner.write(chunk if self.steps else chunk.without_steps())
 
 
 def episodes_to_threshold(spec: ExperimentSpec, successes: Sequence[bool], evaluations: Sequence[Any]) -> Optional[int]:
