@@ -262,10 +262,12 @@ class TelemetryGrpcProxy:
             tls_server_name overrides the name checked in the daemon's certificate.
         spool_dir: root of the durable spool (default: `telemetry.spool.default_spool_dir()`).
         jsonl_stdout: also write every accepted record as one JSON line on stdout.
-        batch_max_records: records per batch message; a full batch wakes the sender.
+        batch_max_records: records per batch message (a column block of many steps counts as
+            one); that many buffered records wake the sender.
         flush_interval_s: the sender flushes at least this often.
-        buffer_max_records / buffer_max_bytes: in-memory buffer bound; beyond it emit spills
-            the buffer to the spool.
+        buffer_max_records / buffer_max_bytes: in-memory buffer bound, in messages (a record,
+            or a column block of many) and in bytes; beyond either, emit spills the buffer to
+            the spool.
         connect_timeout_s: deadline of handshake calls (a silent target counts as down).
         rpc_timeout_s: deadline of a publish call.
         close_timeout_s: on exit, how long to keep delivering to a daemon that answers before
@@ -769,7 +771,10 @@ class TelemetrySession:
 
     async def _after_accept(self, link: _RunLink) -> None:
         """Spill a full buffer; now and then let the sender run."""
-        if (self._buffered >= self._proxy.buffer_max_records
+        # Column blocks count as one message each: a block of thousands of steps weighs what it
+        # weighs in bytes (~40 a step). Counted in records, a busy container's few seconds
+        # before its first call was answered spilled to disk for nothing.
+        if (len(self._buffer) >= self._proxy.buffer_max_records
                 or self._buffer_bytes >= self._proxy.buffer_max_bytes):
             log.log(logging.DEBUG if self._overflow_logged else logging.WARNING,
                     "%s: telemetry buffer full (%d records); spilling it to the spool at %s "

@@ -117,6 +117,17 @@ async def test_one_publish_call_carries_many_column_blocks(start_daemon, monkeyp
     assert daemon.store.counts("run-big").steps == 24_000
 
 
+async def test_a_big_column_block_stays_in_memory_while_the_buffer_has_room(daemon, tmp_path: Path) -> None:
+    """The buffer's record bound counts a column block as one message (its bytes are bounded
+    by buffer_max_bytes): 5,000 steps in one block do not spill a 2,000-message buffer."""
+    proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool", buffer_max_records=2_000)
+    async with proxy.session("run-burst") as tx:
+        await tx.emit_steps("run-burst", "a", records(5_000, "run-burst")[:2_500])
+        await tx.emit_steps("run-burst", "a", records(5_000, "run-burst")[2_500:])
+    assert (tx.stats.spooled, tx.stats.delivered) == (0, 5_000)
+    assert daemon.store.counts("run-burst").steps == 5_000
+
+
 async def test_a_live_viewer_receives_column_steps_as_run_steps(daemon, tmp_path: Path) -> None:
     channel, stub = stub_for(daemon)
     await register(stub, "run-live")
