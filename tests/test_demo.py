@@ -22,6 +22,7 @@ def test_the_demo_runs_three_agents_and_says_where_their_telemetry_is(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "started an embedded XMPP server" in done.stderr and "Traceback" not in done.stderr
+    assert "WARNING" not in done.stderr, "the first command anyone runs should run clean"
     run_id = re.search(r"demo run (demo-\S+):", out).group(1)
     assert re.search(r"watch live at http://127\.0\.0\.1:\d+/", out)
 
