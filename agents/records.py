@@ -28,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from telemetry.columns import PER_STEP
+from telemetry.columns import PER_STEP, SPARSE, SPARSE_PAIRS
 
 
 @dataclass(slots=True)
@@ -93,16 +93,11 @@ class StepTable:
     are those of the `StepColumns` wire message, so `telemetry.columns.encode_step_table` copies
     each list into its field as it is."""
 
-    __slots__ = PER_STEP + ("render_hint_rows", "render_hint_json", "episode_seed_rows", "episode_seed",
-                            "backend", "payload_version")
+    __slots__ = PER_STEP + SPARSE + ("backend", "payload_version")
 
     def __init__(self, backend: str = "", payload_version: int = 1) -> None:
-        for name in PER_STEP:
+        for name in PER_STEP + SPARSE:
             setattr(self, name, [])
-        self.render_hint_rows: list[int] = []
-        self.render_hint_json: list[str] = []
-        self.episode_seed_rows: list[int] = []
-        self.episode_seed: list[int] = []
         self.backend = backend
         self.payload_version = payload_version
 
@@ -138,7 +133,7 @@ class StepTable:
         without copying a list when `count` covers the table)."""
         out = StepTable(self.backend, self.payload_version)
         if count >= len(self):
-            for name in self.__slots__[:-2]:
+            for name in PER_STEP + SPARSE:
                 fresh = getattr(out, name)
                 setattr(out, name, getattr(self, name))
                 setattr(self, name, fresh)
@@ -147,7 +142,7 @@ class StepTable:
             column = getattr(self, name)
             setattr(out, name, column[:count])
             del column[:count]
-        for rows_name, values_name in (("render_hint_rows", "render_hint_json"), ("episode_seed_rows", "episode_seed")):
+        for rows_name, values_name in SPARSE_PAIRS:
             rows, values = getattr(self, rows_name), getattr(self, values_name)
             cut = next((i for i, row in enumerate(rows) if row >= count), len(rows))
             setattr(out, rows_name, rows[:cut])
@@ -158,7 +153,6 @@ class StepTable:
 
     def records(self, run_id: str, agent_id: str) -> list[StepRecord]:
         """The steps as StepRecords (one object per step: for readers of single steps)."""
-        count = len(self)
         hints = dict(zip(self.render_hint_rows, self.render_hint_json))
         seeds = dict(zip(self.episode_seed_rows, self.episode_seed))
         backend, version = self.backend, self.payload_version
@@ -167,7 +161,7 @@ class StepTable:
                            seeds.get(row))
                 for row, (episode_index, step_index, action_json, observation_json, reward, terminated, truncated,
                           timestamp_ns, policy_label)
-                in zip(range(count), zip(*(getattr(self, name) for name in PER_STEP)))]
+                in enumerate(zip(*(getattr(self, name) for name in PER_STEP)))]
 
 
 @dataclass

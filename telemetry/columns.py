@@ -27,8 +27,9 @@ PER_STEP = ("episode_index", "step_index", "action_json", "observation_json", "r
             "terminated", "truncated", "timestamp_ns", "policy_label")
 _GETTERS = tuple((name, attrgetter(name)) for name in PER_STEP)
 _SHARED = attrgetter("backend", "payload_version")
-#: The sparse step columns: the rows that have a value, and the values.
-SPARSE = ("render_hint_rows", "render_hint_json", "episode_seed_rows", "episode_seed")
+#: The sparse step columns, as (rows that have a value, the values) pairs.
+SPARSE_PAIRS = (("render_hint_rows", "render_hint_json"), ("episode_seed_rows", "episode_seed"))
+SPARSE = tuple(name for pair in SPARSE_PAIRS for name in pair)
 _TABLE_FIELDS = PER_STEP + SPARSE
 _HINT = attrgetter("render_hint_json")
 _SEED = attrgetter("episode_seed")
@@ -188,8 +189,7 @@ def _slice(block: Block, start: int, stop: int) -> Block:
                                   backend=block.backend, payload_version=block.payload_version)
     for name in PER_STEP:
         getattr(out, name).extend(getattr(block, name)[start:stop])
-    for rows_name, values_name in (("render_hint_rows", "render_hint_json"),
-                                   ("episode_seed_rows", "episode_seed")):
+    for rows_name, values_name in SPARSE_PAIRS:
         for row, value in zip(getattr(block, rows_name), getattr(block, values_name)):
             if start <= row < stop:
                 getattr(out, rows_name).append(row - start)
