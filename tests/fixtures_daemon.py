@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from telemetry.auth import bearer_metadata
-from telemetry.daemon import PROTO_VERSION, Daemon, serve
+from telemetry.daemon import PROTO_VERSION, Daemon, TrainerService, serve
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 
@@ -129,6 +129,15 @@ def daemon_process(tmp_path: Path) -> Iterator:
     for process in processes:
         if process.process is not None and process.process.poll() is None:
             process.kill()
+
+
+def without_extension(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Make daemons started after this answer `method` (one of the contract's extensions) with
+    UNIMPLEMENTED, as a MOSAIC/1.0 daemon such as the reference one does."""
+    async def unimplemented(self, request, context) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(TrainerService, method, unimplemented)
 
 
 def stub_for(target: Daemon | str) -> tuple[grpc.aio.Channel, trainer_pb2_grpc.TrainerServiceStub]:

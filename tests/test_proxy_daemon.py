@@ -17,12 +17,12 @@ import grpc
 import grpc.aio
 import pytest
 
-from telemetry.daemon import TrainerService, serve
+from telemetry.daemon import serve
 from telemetry.errors import MessageTooLargeError, TlsHandshakeError
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.proxy import TelemetryGrpcProxy
-from tests.fixtures_daemon import PROJECT_ROOT, free_port, run_env, wait_until
+from tests.fixtures_daemon import PROJECT_ROOT, free_port, run_env, wait_until, without_extension
 from tests.fixtures_proxy import (Operator, episode_kwargs, step_count, step_kwargs,
                                   stored_steps)
 
@@ -305,10 +305,7 @@ async def test_daemon_without_the_batch_extension_gets_per_record_streams(
         start_daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Against a daemon that speaks only MOSAIC/1.0 (like the reference daemon), the proxy
     falls back to PublishRunSteps / PublishRunEpisodes."""
-    async def only_mosaic(self, request_iterator, context) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-
-    monkeypatch.setattr(TrainerService, "PublishTelemetryBatch", only_mosaic)
+    without_extension(monkeypatch, "PublishTelemetryBatch")
     daemon = await start_daemon()
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-ref") as tx:
@@ -341,10 +338,7 @@ async def test_finish_run_flushes_then_ends_the_run(daemon, tmp_path: Path) -> N
 async def test_finish_run_without_a_daemon_that_finishes_returns_false(
         start_daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The reference daemon has no FinishRun, and a daemon may be down: logged, never raised."""
-    async def only_mosaic(self, request, context) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-
-    monkeypatch.setattr(TrainerService, "FinishRun", only_mosaic)
+    without_extension(monkeypatch, "FinishRun")
     daemon = await start_daemon()
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-ref") as tx:

@@ -19,7 +19,7 @@ from telemetry.hub import episodes_topic, steps_topic
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.proxy import TelemetryGrpcProxy
-from tests.fixtures_daemon import free_port, register, stub_for, wait_until
+from tests.fixtures_daemon import free_port, register, stub_for, wait_until, without_extension
 from tests.fixtures_proxy import stored_steps
 
 HINT = '{"kind":"grid","rows":4,"cols":4}'
@@ -186,10 +186,7 @@ async def test_daemon_that_does_not_read_columns_gets_run_steps(
 
 async def test_reference_daemon_path_expands_columns(start_daemon, monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
-    async def only_mosaic(self, request_iterator, context) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-
-    monkeypatch.setattr(TrainerService, "PublishTelemetryBatch", only_mosaic)
+    without_extension(monkeypatch, "PublishTelemetryBatch")
     daemon = await start_daemon()
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool")
     async with proxy.session("run-ref") as tx:
