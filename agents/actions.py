@@ -323,6 +323,7 @@ class LearningActions:
         eval_episodes: int = 100,
         success_window: int = 100,
         policy_out: Optional[str] = None,
+        first_episode_index: int = 0,
         defer: Callable[[str, Awaitable], None],
         on_stop: Callable[[str], None],
     ):
@@ -351,7 +352,9 @@ class LearningActions:
         self._step_groups: list[_PerceptGroup] = []
         self._action_group: Optional[_PerceptGroup] = None
 
-        self.episode_index = -1
+        # A resumed run continues its numbering (episode indexes identify records in the store).
+        self.first_episode_index = first_episode_index
+        self.episode_index = first_episode_index - 1
         self.episodes_done = 0
         self.total_steps = 0
         self.in_episode = False
@@ -417,7 +420,7 @@ class LearningActions:
         self.episode_index += 1
         # Seeded once, at the first episode; later episodes continue the environment's stream
         # (Gymnasium's convention, and agents.training's), so episode_seed is set only there.
-        self.episode_seed = self.seed if self.episode_index == 0 else None
+        self.episode_seed = self.seed if self.episode_index == self.first_episode_index else None
         self.state, _ = self.env.reset(seed=self.episode_seed)
         self.in_episode = True
         self.step_in_episode = 0

@@ -102,7 +102,8 @@ class LearningAgent(BDIAgent):
     and policy_out; telemetry and xmpp settings are for whoever starts the agent. `asl_path`
     overrides `config.asl`. `records` (bound to this
     agent) receives a step per step and an EpisodeRecord per episode. `gate`, if given (or set later with
-    `set_gate`), is passed before every environment step (see `agents.actions.Gate`). Raises
+    `set_gate`), is passed before every environment step (see `agents.actions.Gate`).
+    `first_episode_index` is where episode numbering starts (a resumed run continues it). Raises
     AslError (file and line) if the plan file is invalid, and the environment/config errors of
     `envs.make_env`.
     """
@@ -122,6 +123,7 @@ class LearningAgent(BDIAgent):
         success_window: int = 100,
         finish_when_idle: bool = True,
         verify_security: bool = False,
+        first_episode_index: int = 0,
     ):
         self.config = config
         self.agent_id: str = config.agent_id
@@ -149,6 +151,7 @@ class LearningAgent(BDIAgent):
             eval_episodes=eval_episodes,
             success_window=success_window,
             policy_out=None if config.policy_out is None else str(config.policy_out),
+            first_episode_index=first_episode_index,
             defer=self._defer,
             on_stop=self._stop_learning,
         )

@@ -9,7 +9,8 @@ Q-table cannot hold fail before any agent starts.
 
 Container file (TOML; JSON with the same structure is accepted too)::
 
-    run_id = "frozenlake-demo"              # required; one run for every agent in the container
+    run_id = "frozenlake-{date}-{time}"     # optional; one run for every agent in the container
+    resume = false                          # true: continue run_id although it has finished
 
     [xmpp]                                  # optional; defaults shown
     host = "localhost"
@@ -48,12 +49,19 @@ One seed per agent: ``seed`` seeds the environment's first reset and the learner
 RNG (``Hyperparameters.seed`` is always the agent's ``seed``; the two streams are independent,
 see ``agents.qlearning``).
 
+One run_id is one run: the daemon refuses a container whose run_id names a run that has
+already finished, unless it resumes it on purpose (``resume = true`` or ``--resume``; the
+agents' episode numbering then continues after what the run holds). ``run_id`` may be left
+out (a fresh ``run-{date}-{time}-{unique}``) or hold the placeholders ``{date}``
+(YYYYMMDD), ``{time}`` (HHMMSS) and ``{unique}`` (6 random hex digits), filled in when the
+config loads; the container prints the id it uses.
+
 Worker JSON (``python -m agents.worker``, one agent)::
 
     {"run_id": "test_run", "env_id": "FrozenLake-v1", "agent_id": "test_agent", "episodes": 10,
      "extra": {"use_grpc_telemetry": true}}
 
-``run_id``, ``env_id``, ``agent_id`` and ``episodes`` are required; ``extra`` may also hold
+``run_id`` (placeholders as above), ``env_id``, ``agent_id`` and ``episodes`` are required; ``extra`` may also hold
 ``jsonl_stdout``, ``telemetry_target``, ``hyperparameters`` (object), ``seed``, ``asl``,
 ``max_steps_per_episode``, ``env_kwargs`` (object), ``policy_out``, ``xmpp_host``, ``xmpp_port``
 and ``xmpp_embedded``. Relative paths there are relative to the current directory.
@@ -62,11 +70,13 @@ and ``xmpp_embedded``. Relative paths there are relative to the current director
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import functools
 import json
 import os
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +180,8 @@ class ContainerConfig:
     agents: list[AgentConfig]
     xmpp: XmppConfig = field(default_factory=XmppConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    #: continue ``run_id`` even if that run has finished (its episode numbering continues)
+    resume: bool = False
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -205,7 +217,8 @@ def load_container_config(path: str | os.PathLike[str]) -> ContainerConfig:
         raise ConfigError(error.problem, key=error.key, source=source) from None
 
 
-_CONTAINER_KEYS = ("run_id", "xmpp", "telemetry", "agent_defaults", "agents")
+_CONTAINER_KEYS = ("run_id", "resume", "xmpp", "telemetry", "agent_defaults", "agents")
+DEFAULT_RUN_ID = "run-{date}-{time}-{unique}"
 _AGENT_KEYS = (
     "agent_id",
     "env_id",
@@ -226,7 +239,10 @@ def parse_container_config(data: Any, *, base_dir: str | os.PathLike[str] | None
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     top = _table(data, "")
     _check_keys(top, "", _CONTAINER_KEYS)
-    run_id = _run_id(_require(top, "", "run_id", "a run id such as 'frozenlake-demo'"), "run_id")
+    run_id = _run_id(top.get("run_id", DEFAULT_RUN_ID), "run_id")
+    resume = _boolean(top.get("resume", False), "resume")
+    if resume and "{unique}" in str(top.get("run_id", DEFAULT_RUN_ID)):
+        raise ConfigError("resume = true needs the run_id of the run to continue, not a fresh one", key="run_id")
     xmpp = _xmpp(_table(top.get("xmpp", {}), "xmpp"), "xmpp")
     telemetry = _telemetry(_table(top.get("telemetry", {}), "telemetry"), "telemetry")
     defaults = _table(top.get("agent_defaults", {}), "agent_defaults")
@@ -261,7 +277,7 @@ def parse_container_config(data: Any, *, base_dir: str | os.PathLike[str] | None
             )
         seen[folded] = path
         agents.append(agent)
-    return ContainerConfig(run_id=run_id, agents=agents, xmpp=xmpp, telemetry=telemetry)
+    return ContainerConfig(run_id=run_id, agents=agents, xmpp=xmpp, telemetry=telemetry, resume=resume)
 
 
 _WORKER_KEYS = ("run_id", "env_id", "agent_id", "episodes", "extra")
@@ -561,7 +577,27 @@ def _agent_id(value: Any, key: str) -> str:
     return value
 
 
+_RUN_ID_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_run_id(template: str, key: str = "run_id", *, now: datetime.datetime | None = None) -> str:
+    """``template`` with ``{date}`` (YYYYMMDD), ``{time}`` (HHMMSS, local time) and
+    ``{unique}`` (6 random hex digits) filled in; any other ``{...}`` is a ConfigError."""
+    now = now or datetime.datetime.now()
+    values = {"date": now.strftime("%Y%m%d"), "time": now.strftime("%H%M%S"), "unique": secrets.token_hex(3)}
+    unknown = sorted({name for name in _RUN_ID_FIELD.findall(template) if name not in values})
+    if unknown:
+        raise ConfigError(
+            f"{key} has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+            "use {date}, {time} or {unique}",
+            key=key,
+        )
+    return _RUN_ID_FIELD.sub(lambda m: values[m.group(1)], template)
+
+
 def _run_id(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        value = expand_run_id(value, key)
     if not isinstance(value, str) or not _RUN_ID.match(value):
         raise ConfigError(
             f"{key} must be 1-128 letters, digits, '_', '.', ':' or '-' starting with a letter or digit, got {value!r}",

@@ -48,7 +48,7 @@ from agents.records import RecordBuffer
 from agents.telemetry_behaviour import DEFAULT_PERIOD_S, DiscardSink, JsonlSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import EmbeddedXmppServer, XmppServerError, start_xmpp_server, xmpp_reachable_async
 from telemetry import TelemetryGrpcProxy
-from telemetry.errors import TelemetryError
+from telemetry.errors import RunRefusedError, TelemetryError
 from telemetry.proxy import TelemetrySession
 from telemetry.spool import slug
 
@@ -70,7 +70,12 @@ _XMPP_PROBE_TIMEOUT_S = 2.0
 
 class ContainerError(RuntimeError):
     """The run could not start (no XMPP server, an agent could not connect...); the message
-    says what was wrong and what to do."""
+    says what was wrong and what to do. ``exit_code``: 1, or 2 when the input is at fault
+    (e.g. the run_id names a run that has already finished)."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # ------------------------------------------------------------------------------ outcomes
@@ -216,14 +221,14 @@ class _Telemetry:
     def gate(self) -> Optional[Gate]:
         return None if self.session is None else Gate.of_session(self.session)
 
-    async def finish(self, run_id: str, failures: Sequence[AgentOutcome], timeout_s: float) -> None:
-        """Tell the daemon the run is over: TERM, or FAULT naming the failed agents (bounded;
-        a daemon that cannot finish runs leaves it to its own FAULT watch, which is logged)."""
+    async def finish(self, run_id: str, reason: str, timeout_s: float, *, cancelled: bool = False) -> None:
+        """Tell the daemon the run is over: TERM when ``reason`` is empty, FAULT with it
+        otherwise, TERM marked cancelled with ``cancelled`` (bounded; a daemon that cannot finish
+        runs leaves it to its own FAULT watch, which is logged)."""
         if self.session is None or self.error is not None:
             return
-        reason = "; ".join(o.error or f"agent {o.agent_id} failed" for o in failures)
         try:
-            await asyncio.wait_for(self.session.finish_run(run_id, failure_reason=reason), timeout_s)
+            await asyncio.wait_for(self.session.finish_run(run_id, failure_reason=reason, cancelled=cancelled), timeout_s)
         except asyncio.TimeoutError:
             logger.warning("run %s: the daemon at %s did not confirm the run's end within %.0fs", run_id, self.config.target, timeout_s)
 
@@ -257,6 +262,7 @@ async def _open_telemetry(
         return _Telemetry(config, sink)
     proxy = TelemetryGrpcProxy(
         config.target,
+        resume=container.resume,
         run_config={"run_id": container.run_id, "agents": [a.to_dict() for a in container.agents]},
         jsonl_stdout=bool(config.jsonl_stdout),
         spool_dir=spool_dir,
@@ -265,6 +271,8 @@ async def _open_telemetry(
     session = proxy.session(container.run_id)
     try:
         await session.__aenter__()
+    except RunRefusedError as err:
+        raise ContainerError(f"telemetry to {config.target} cannot start: {err}", exit_code=EXIT_BAD_INPUT) from None
     except TelemetryError as err:
         raise ContainerError(f"telemetry to {config.target} cannot start: {err}") from None
     telemetry = _Telemetry(config, SessionSink(session), session, spool_folder=proxy.spool_dir / slug(config.target))
@@ -310,8 +318,10 @@ def _progress(slot: _Slot) -> AgentProgress:
 
 def _build_slot(config: AgentConfig, telemetry: _Telemetry, host: str, port: int, period_s: float) -> _Slot:
     """One agent with its record buffer and telemetry behaviour (call inside the running loop:
-    SPADE's container adopts the loop current when the first agent is created)."""
+    SPADE's container adopts the loop current when the first agent is created). In a resumed
+    run the agent's episodes continue the numbering the daemon holds for it."""
     records = RecordBuffer()
+    resumed_at = {} if telemetry.session is None else telemetry.session.next_episode_index
     agent = LearningAgent(
         agent_jid(config.agent_id, host),
         secrets.token_urlsafe(12),
@@ -319,6 +329,7 @@ def _build_slot(config: AgentConfig, telemetry: _Telemetry, host: str, port: int
         records=records,
         port=port,
         start_timeout=START_TIMEOUT_S,
+        first_episode_index=resumed_at.get(config.agent_id, 0),
     )
     behaviour = TelemetryBehaviour(records, telemetry.sink, gate=telemetry.gate(), period=period_s)
     behaviour.attach(agent)
@@ -452,17 +463,24 @@ async def run_agents(
                 if on_started is not None:
                     on_started({slot.config.agent_id: slot.agent for slot in slots})
                 outcomes = list(await asyncio.gather(*(_supervise(slot, stop, deadline) for slot in slots)))
-                await telemetry.finish(container.run_id, [o for o in outcomes if not o.ok], close_timeout_s)
+                failed = "; ".join(o.error or f"agent {o.agent_id} failed" for o in outcomes if not o.ok)
+                if stop.is_set():
+                    await telemetry.finish(container.run_id, failed or "interrupted (Ctrl-C or SIGTERM)", close_timeout_s, cancelled=True)
+                else:
+                    await telemetry.finish(container.run_id, failed, close_timeout_s)
             finally:
                 if progress_task is not None:
                     progress_task.cancel()
                     await asyncio.gather(progress_task, return_exceptions=True)
                     on_progress([_progress(slot) for slot in slots])
-        except BaseException:
+        except BaseException as err:
             await asyncio.gather(*(_stop(slot) for slot in slots if slot.started), return_exceptions=True)
             for slot in slots:
                 if not slot.started:
                     slot.agent.learning.close()  # what stop() releases for a started agent
+            if isinstance(err, Exception):
+                # The run ends now, with the real reason, not as a watchdog FAULT 30 s later.
+                await telemetry.finish(container.run_id, f"the container could not run: {err}", close_timeout_s)
             raise
     # Leaving the stack closed the session (delivered, or spooled within close_timeout_s) and
     # stopped the embedded server; the session's counters are final now.
@@ -577,13 +595,14 @@ async def run_with_report(
     error and exit code 1, an invalid plan file exit code 2.
     """
     board = ProgressBoard(stream)
+    say_on_stderr(f"run {container.run_id}" + (" (resuming it)" if container.resume else ""))
     try:
         run = await run_agents(
             container, stop=stop, on_progress=board.update, progress_interval_s=board.interval_s, say=say_on_stderr, **options
         )
     except ContainerError as err:
         say_on_stderr(f"error: {err}")
-        return EXIT_FAILED
+        return err.exit_code
     except AslError as err:
         say_on_stderr(f"error: {err}")
         return EXIT_BAD_INPUT
@@ -609,6 +628,12 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--xmpp-port", type=int, help="XMPP client port (default: the config's, else 5222)")
     parser.add_argument("--telemetry-target", metavar="HOST:PORT", help="telemetry daemon address (default: the config's, else 127.0.0.1:50055)")
     parser.add_argument("--time-limit", type=float, metavar="S", help="stop every agent after S seconds")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the config's run_id although that run has finished (episode numbering continues); "
+        "without it a finished run_id is refused",
+    )
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.set_defaults(handler=_run_command)
 
@@ -620,6 +645,7 @@ def with_overrides(
     xmpp_port: Optional[int] = None,
     embedded: Optional[bool] = None,
     telemetry_target: Optional[str] = None,
+    resume: Optional[bool] = None,
 ) -> ContainerConfig:
     """The container with command-line overrides applied to it and to each agent's copy."""
     xmpp = dataclasses.replace(
@@ -630,7 +656,8 @@ def with_overrides(
     )
     telemetry = dataclasses.replace(container.telemetry, target=telemetry_target or container.telemetry.target)
     agents = [dataclasses.replace(a, xmpp=xmpp, telemetry=telemetry) for a in container.agents]
-    return dataclasses.replace(container, xmpp=xmpp, telemetry=telemetry, agents=agents)
+    resume = container.resume if resume is None else resume
+    return dataclasses.replace(container, xmpp=xmpp, telemetry=telemetry, agents=agents, resume=resume)
 
 
 def _is_target(text: str) -> bool:
@@ -656,6 +683,7 @@ def _run_command(args: argparse.Namespace) -> int:
         xmpp_port=args.xmpp_port,
         embedded=True if args.embedded_xmpp else None,
         telemetry_target=args.telemetry_target,
+        resume=True if args.resume else None,
     )
     stream = human_stream(container, prefer=sys.stdout)
     return run_process(

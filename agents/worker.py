@@ -35,6 +35,8 @@ PROG = "python -m agents.worker"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Run one learning agent from a JSON config read on stdin.")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run_id although that run has finished (episode numbering continues)")
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if sys.stdin.isatty():
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    container = ContainerConfig(run_id=config.run_id, agents=[config], xmpp=config.xmpp, telemetry=config.telemetry)
+    container = ContainerConfig(run_id=config.run_id, agents=[config], xmpp=config.xmpp, telemetry=config.telemetry,
+                                resume=args.resume)
     return run_process(
         functools.partial(run_with_report, container, stream=sys.stderr, start_xmpp_if_missing=True),
         log_level=args.log_level,

@@ -57,8 +57,8 @@ from telemetry.dashboard import DashboardServer, DashboardStartError, start_dash
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
-from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunConflict,
-                            RunRegistry, RunState, UnknownRun)
+from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed,
+                            RunConflict, RunRegistry, RunState, UnknownRun)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
 
@@ -352,7 +352,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         if pending:
             await asyncio.wait(pending)
         try:
-            await self._d.registry.finish(run.run_id, request.failure_reason, session.worker_id)
+            await self._d.registry.finish(run.run_id, request.failure_reason, session.worker_id,
+                                          cancelled=request.cancelled)
         except InvalidTransition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("run %s: finished by %s: %s", run.run_id, session.worker_id or session.worker_kind,
@@ -403,16 +404,24 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         producer = request.worker_kind != OPERATOR_KIND
         try:
             await self._d.registry.register_worker(request.run_id, producer=producer,
-                                                   worker_id=request.worker_id)
+                                                   worker_id=request.worker_id, resume=request.resume)
         except UnknownRun as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{exc}: operators can only join existing runs")
+        except RunClosed as exc:
+            log.warning("run %s: refused producer '%s': the run has already finished", request.run_id,
+                        request.worker_id)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         token, row = self._d.tokens.issue(request.run_id, request.worker_id, request.worker_kind)
         await self._d.writer.submit_session(row)
-        log.info("run %s: registered %s worker '%s'", request.run_id, request.worker_kind or "unnamed-kind",
-                 request.worker_id)
-        return pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
-                                         max_message_bytes=self._d.max_message_bytes,
-                                         accepts_columns=True)
+        log.info("run %s: registered %s worker '%s'%s", request.run_id, request.worker_kind or "unnamed-kind",
+                 request.worker_id, " (resuming)" if request.resume else "")
+        response = pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
+                                             max_message_bytes=self._d.max_message_bytes,
+                                             accepts_columns=True)
+        if request.resume and producer:
+            response.next_episode_index.update(
+                await asyncio.to_thread(self._d.store.next_episode_indexes, request.run_id))
+        return response
 
     async def GetHealth(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
         return pb.HealthCheckResponse(pid=os.getpid(), started_at=_timestamp(self._d.started_at_ns),

@@ -260,6 +260,10 @@ class TelemetryGrpcProxy:
             first (it answers RegisterWorker with NOT_FOUND); "{}" when None.
         tls: use TLS; root_certificates (PEM bytes, or a path) to trust a private CA;
             tls_server_name overrides the name checked in the daemon's certificate.
+        resume: continue the session's run even if it has already finished (RegisterWorker's
+            ``resume``); `TelemetrySession.next_episode_index` then says where each agent's
+            episode numbering continues. Without it a finished run refuses the session
+            (`RunRefusedError`), so one run_id never holds two runs.
         spool_dir: root of the durable spool (default: `telemetry.spool.default_spool_dir()`).
         jsonl_stdout: also write every accepted record as one JSON line on stdout.
         batch_max_records: records per batch message (a column block of many steps counts as
@@ -287,6 +291,7 @@ class TelemetryGrpcProxy:
                  tls: bool = False,
                  root_certificates: bytes | str | os.PathLike[str] | None = None,
                  tls_server_name: str | None = None,
+                 resume: bool = False,
                  spool_dir: str | os.PathLike[str] | None = None,
                  jsonl_stdout: bool = False,
                  batch_max_records: int = 2000,
@@ -322,6 +327,7 @@ class TelemetryGrpcProxy:
         self.tls = tls or root_certificates is not None
         self.root_certificates = root_certificates
         self.tls_server_name = tls_server_name
+        self.resume = resume
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         self.jsonl_stdout = jsonl_stdout
         self.batch_max_records = batch_max_records
@@ -408,6 +414,8 @@ class TelemetrySession:
         self._publish_episodes: Any = None
         self._spool = TelemetrySpool(proxy.spool_dir, proxy.target, proxy.worker_id)
         self._sender_task: asyncio.Task[None] | None = None
+        #: after a resuming registration: per agent_id, the episode index its run continues at
+        self.next_episode_index: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "TelemetrySession":
@@ -679,9 +687,11 @@ class TelemetrySession:
         self._raise_if_fatal()
         await self._spool.sync_async()
 
-    async def finish_run(self, run_id: str | None = None, failure_reason: str = "") -> bool:
+    async def finish_run(self, run_id: str | None = None, failure_reason: str = "", *,
+                         cancelled: bool = False) -> bool:
         """Tell the daemon the run is over (FinishRun extension): TERM when `failure_reason`
-        is empty, else FAULT with that reason. Flushes first, so the daemon has every record
+        is empty, else FAULT with that reason; with `cancelled` (the producer was interrupted)
+        TERM at once, its reason "cancelled: <failure_reason>". Flushes first, so the daemon has every record
         accepted so far before the run ends; while records wait in the spool (the daemon is or
         was away) the run is not finished and the answer is False.
 
@@ -697,7 +707,8 @@ class TelemetrySession:
             raise SessionClosedError()
         link = self._link_without_control(run_id)
         assert self._stub is not None
-        request = trainer_pb2.FinishRunRequest(run_id=run_id, failure_reason=failure_reason)
+        request = trainer_pb2.FinishRunRequest(run_id=run_id, failure_reason=failure_reason,
+                                               cancelled=cancelled)
         try:
             await self.flush()   # raises the session's fatal error, if telemetry already stopped
             if self._spool.has_pending():
@@ -836,7 +847,9 @@ class TelemetrySession:
                 run_id=link.run_id, worker_id=self._proxy.worker_id,
                 worker_kind=self._proxy.worker_kind, proto_version=PROTO_VERSION,
                 schema_id=SCHEMA_ID, schema_version=SCHEMA_VERSION, supports_pause=True,
-                supports_checkpoint=False)
+                supports_checkpoint=False,
+                # Only the session's own run is resumed, never a run met in a spool replay.
+                resume=self._proxy.resume and link.run_id == self._run_id)
             timeout = self._proxy.connect_timeout_s
             try:
                 try:
@@ -855,6 +868,8 @@ class TelemetrySession:
             if response.max_message_bytes:
                 self._limit = min(self._proxy.max_message_bytes, response.max_message_bytes)
             self._columns_ok = response.accepts_columns
+            if request.resume:
+                self.next_episode_index = dict(response.next_episode_index)
             link.token = response.session_token
             log.debug("%s: registered worker %s with daemon %s", link.describe(),
                       self._proxy.worker_id, self._target)

@@ -9,8 +9,15 @@ States (MOSAIC/1.0 ``RunStatus``) and what moves a run between them:
     FAULT -- RDY/EXEC/PAUSE with no open producer stream (publish or subscribed control
              stream) and no heartbeat, registration or publish for ``fault_after_s``;
              a later registration (-> RDY) or publish (-> EXEC) recovers it
-    TERM  -- CancelRun, or a clean FinishRun; terminal. Telemetry still arriving for a TERM
-             run (late flushes, spool replays) is stored, but the run never leaves TERM.
+    TERM  -- CancelRun, a clean FinishRun, or a producer's cancelled FinishRun (interrupted:
+             the reason then reads "cancelled: ..."). Telemetry still arriving for a TERM run
+             (late flushes, spool replays) is stored, but the run leaves TERM only when a
+             producer resumes it on purpose (RegisterWorker with ``resume``: back to RDY).
+
+One run_id is one run: a producer that registers for a *finished* run (TERM, or FAULT by a
+FinishRun) is refused with ``RunClosed`` unless it asks to resume. A live run (INIT, RDY,
+EXEC, PAUSE, or FAULT by the watchdog) takes any number of producers: that is how the agents
+of several workers started together share one run.
 
 FinishRun (a producer's "my agents are done") moves a RDY/EXEC/PAUSE/FAULT run to TERM, or,
 with a failure reason, to FAULT with that reason. A run finished FAULT is *finished*: it
@@ -88,6 +95,17 @@ class ControlRefused(RuntimeError):
 
 class RunConflict(RuntimeError):
     """SubmitRun for an existing run with a different config."""
+
+
+class RunClosed(RuntimeError):
+    """A producer registered for a finished run without asking to resume it."""
+
+    def __init__(self, run: "RunState") -> None:
+        state = run.status.name + (f" ({run.failure_reason})" if run.failure_reason else "")
+        super().__init__(
+            f"run '{run.run_id}' has already finished ({state}) and keeps its records; a new producer "
+            "would mix another run into it. Start a fresh run (leave run_id out of the config, or use "
+            "a template such as 'name-{date}-{time}'), or continue this one on purpose with --resume")
 
 
 def config_digest(config_json: str) -> str:
@@ -192,7 +210,8 @@ class RunRegistry:
             raise InvalidTransition(f"run '{run.run_id}' cannot go from {run.status.name} to {status.name}")
         log.info("run %s: %s -> %s%s", run.run_id, run.status.name, status.name, f" ({reason})" if reason else "")
         run.status = status
-        run.failure_reason = reason if status is S.FAULT else ""
+        # FAULT says why; TERM keeps a reason only when it was cancelled ("cancelled: ...").
+        run.failure_reason = reason if status is S.FAULT or reason.startswith("cancelled") else ""
         return self._save(run, announce=True)
 
     def _create(self, run_id: str, config_json: str = "") -> RunState:
@@ -222,16 +241,22 @@ class RunRegistry:
                               "submit under a new run_id")
         return run
 
-    async def register_worker(self, run_id: str, *, producer: bool, worker_id: str = "") -> RunState:
+    async def register_worker(self, run_id: str, *, producer: bool, worker_id: str = "",
+                              resume: bool = False) -> RunState:
         """RegisterWorker: producers create unknown runs and make them RDY, and are counted
         until they finish the run; operators (observers and controllers) need an existing run
-        and change nothing."""
+        and change nothing. A producer for a finished run is refused (``RunClosed``) unless
+        it asks to ``resume`` it, which reopens the run (RDY)."""
         run = self._runs.get(run_id)
         if run is None:
             if not producer:
                 raise UnknownRun(run_id)
             run = self._create(run_id)
             self._save(run, announce=True)
+        if producer and (run.finished or run.status is S.TERM):
+            if not resume:
+                raise RunClosed(run)
+            self._reopen(run, worker_id)
         if producer:
             run.last_activity = self._clock()
             if not run.finished and worker_id not in run.producers:
@@ -241,23 +266,41 @@ class RunRegistry:
                 await self._move(run, S.RDY)
         return run
 
+    def _reopen(self, run: RunState, worker_id: str) -> None:
+        """A producer resumes a finished run on purpose: it is live again (RDY)."""
+        log.info("run %s: resumed by producer '%s' (was %s)", run.run_id, worker_id, run.status.name)
+        run.finished = False
+        run.status = S.RDY
+        run.failure_reason = ""
+        run.producers.clear()
+        self._save(run, announce=True)
+
     async def cancel(self, run_id: str) -> RunState:
-        """CancelRun: TERM (idempotent)."""
+        """CancelRun: TERM, marked cancelled (idempotent)."""
         run = self.require(run_id)
         if run.status is not S.TERM:
-            await self._move(run, S.TERM)
+            run.finished = True
+            await self._move(run, S.TERM, "cancelled: CancelRun")
         return run
 
-    async def finish(self, run_id: str, failure_reason: str = "", worker_id: str = "") -> RunState:
+    async def finish(self, run_id: str, failure_reason: str = "", worker_id: str = "", *,
+                     cancelled: bool = False) -> RunState:
         """FinishRun from producer ``worker_id``: FAULT with ``failure_reason`` at once when
-        one is given; otherwise TERM once every producer registered for the run has finished
-        it (until then the run stays as it is). The caller makes sure everything published for
-        the run is committed first. A run already finished (or TERM) is left as it is."""
+        one is given; TERM marked "cancelled: ..." at once when ``cancelled`` (the producer
+        was interrupted, so the run is incomplete whatever the others do); otherwise TERM
+        once every producer registered for the run has finished it (until then the run stays
+        as it is). The caller makes sure everything published for the run is committed
+        first. A run already finished (or TERM) is left as it is."""
         run = self.require(run_id)
         if run.finished or run.status is S.TERM:
-            log.info("run %s: already finished (%s); finish ignored", run_id, run.status.name)
+            log.warning("run %s: already finished (%s); finish by '%s' ignored", run_id, run.status.name,
+                        worker_id)
             return run
         run.producers.discard(worker_id)
+        if cancelled:
+            run.finished = True
+            await self._move(run, S.TERM, "cancelled: " + (failure_reason or "the producer was interrupted"))
+            return run
         if not failure_reason and run.producers:
             log.info("run %s: producer '%s' is done; waiting for %d more (%s)", run_id, worker_id,
                      len(run.producers), ", ".join(sorted(run.producers)))

@@ -469,6 +469,20 @@ class TelemetryStore:
                   for kind in KINDS]
         return RecordCounts(*[(v & SEQ_MASK) if v is not None else 0 for v in values])
 
+    def next_episode_indexes(self, run_id: str) -> dict[str, int]:
+        """Per agent of ``run_id``: one past the highest episode_index among its stored steps
+        and episodes, where a resumed agent continues its numbering. Unknown run: {}."""
+        key = self.run_key(run_id)
+        if key is None:
+            return {}
+        following: dict[str, int] = {}
+        for kind in ("steps", "episodes"):
+            rows = self._query(f"SELECT agent_id, max(episode_index) FROM {kind} WHERE run_key = ? GROUP BY agent_id",
+                               (key,))
+            for agent_id, highest in rows:
+                following[agent_id] = max(following.get(agent_id, 0), highest + 1)
+        return following
+
 
 # ---------------------------------------------------------------------------------------
 # Writing

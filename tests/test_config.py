@@ -242,7 +242,7 @@ def test_container_json_is_the_same_structure(config_dir):
 @pytest.mark.parametrize(
     "mutate, key, fragment",
     [
-        (lambda d: d.pop("run_id"), "run_id", "run_id is required"),
+        (lambda d: d.update(run_id="r-{dat}"), "run_id", "unknown placeholder(s) {dat}"),
         (lambda d: d.update(agents=[]), "agents", "non-empty list"),
         (lambda d: d.update(agent=[]), "agent", "did you mean 'agents'?"),
         (lambda d: d["agents"][1].update(agent_id="A"), "agents[1].agent_id", "already used by agents[0]"),

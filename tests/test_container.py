@@ -301,6 +301,9 @@ async def test_cli_ctrl_c_stops_the_agents_flushes_telemetry_and_exits_130(daemo
     row = next(line for line in stdout.decode().splitlines() if line.startswith("marathon ") and "interrupted" in line)
     steps = int(row.split()[2])
     assert stored_counts(daemon.store, "cli-interrupted", ["marathon"])["marathon"][0] == steps
+    # Interrupted is not a clean end: TERM, marked cancelled.
+    run = daemon.registry.get("cli-interrupted")
+    assert run.status is RunStatus.TERM and run.failure_reason.startswith("cancelled: interrupted"), run
 
 
 def test_summary_table_lines_up_and_marks_failures():

@@ -236,7 +236,9 @@ async def test_finished_runs_end_term_or_fault_and_stay_so(start_daemon) -> None
         # Late telemetry, heartbeats and a second finish are stored or answered, but change nothing.
         await stub.PublishRunSteps(iterate(*steps("failed", "a", 2, first=3)), metadata=failed)
         await stub.Heartbeat(pb.HeartbeatRequest(run_id="failed"))
-        await register(stub, "failed")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:   # one run_id, one run
+            await register(stub, "failed")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert (await finish(stub, "clean", clean, "too late")).status == S.TERM
         assert (await finish(stub, "failed", failed)).status == S.FAULT
         runs = {r.run_id: r for r in (await stub.ListRuns(pb.ListRunsRequest())).runs}

@@ -57,7 +57,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("run_id", "worker_id", "worker_kind", "proto_version", "schema_id", "schema_version", "supports_pause", "supports_checkpoint")
+    __slots__ = ("run_id", "worker_id", "worker_kind", "proto_version", "schema_id", "schema_version", "supports_pause", "supports_checkpoint", "resume")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class RegisterWorkerRequest(_message.Message):
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_PAUSE_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     worker_id: str
     worker_kind: str
@@ -74,19 +75,29 @@ class RegisterWorkerRequest(_message.Message):
     schema_version: int
     supports_pause: bool
     supports_checkpoint: bool
-    def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ...) -> None: ...
+    resume: bool
+    def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns")
+    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns", "next_episode_index")
+    class NextEpisodeIndexEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ACCEPTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EPISODE_INDEX_FIELD_NUMBER: _ClassVar[int]
     accepted_version: str
     session_token: str
     max_message_bytes: int
     accepts_columns: bool
-    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ...) -> None: ...
+    next_episode_index: _containers.ScalarMap[str, int]
+    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ..., next_episode_index: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ControlEvent(_message.Message):
     __slots__ = ("run_id", "grant_steps", "pause", "resume", "max_rate_hz", "subscribe", "agent_id")
@@ -385,12 +396,14 @@ class StreamMessagesRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., since_seq: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class FinishRunRequest(_message.Message):
-    __slots__ = ("run_id", "failure_reason")
+    __slots__ = ("run_id", "failure_reason", "cancelled")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     failure_reason: str
-    def __init__(self, run_id: _Optional[str] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+    cancelled: bool
+    def __init__(self, run_id: _Optional[str] = ..., failure_reason: _Optional[str] = ..., cancelled: _Optional[bool] = ...) -> None: ...
 
 class FinishRunResponse(_message.Message):
     __slots__ = ("status",)
