@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,7 +28,7 @@ from telemetry.daemon import DEFAULT_DB, DEFAULT_LISTEN, OPERATOR_KIND, PROTO_VE
 from telemetry.export import EXPORT_FORMATS, EXPORT_KINDS, ExportError, export_run
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
-from telemetry.runs import RunStatus
+from telemetry.runs import RunStatus, describe_control
 from telemetry.store import StoreError, TelemetryStore
 
 PROG = "python -m telemetry"
@@ -91,7 +92,8 @@ async def _runs(args: argparse.Namespace) -> int:
                 counts = store.counts(run.run_id)
                 rows.append([run.run_id, RunStatus(run.status).name, _when_ns(run.created_at_ns),
                              _when_ns(run.updated_at_ns), str(len(store.agent_ids(run.run_id))), str(counts.steps),
-                             str(counts.episodes), run.failure_reason])
+                             str(counts.episodes),
+                             _reasons(run.failure_reason, describe_control(run.status, json.loads(run.control_json or "{}")))])
         finally:
             store.close()
         header = ["RUN_ID", "STATUS", "CREATED", "UPDATED", "AGENTS", "STEPS", "EPISODES", "REASON"]
@@ -104,7 +106,7 @@ async def _runs(args: argparse.Namespace) -> int:
                 raise _rpc_error(exc, args.target) from None
         rows = [[r.run_id, RunStatus(r.status).name, _when(r.created_at), _when(r.updated_at),
                  _when(r.last_heartbeat),
-                 r.failure_reason if r.HasField("failure_reason") else ""] for r in response.runs]
+                 _reasons(r.failure_reason, r.control_hold)] for r in response.runs]
         header = ["RUN_ID", "STATUS", "CREATED", "UPDATED", "HEARTBEAT", "REASON"]
     if not rows:
         print("no runs" + (f" with status {', '.join(args.status)}" if args.status else ""))
@@ -204,6 +206,11 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reasons(failure_reason: str, control_hold: str) -> str:
+    """The REASON column: why the run failed or was cancelled, and what control holds it to."""
+    return "; ".join(filter(None, [failure_reason, control_hold and f"held: {control_hold}"]))
+
+
 # -- control ----------------------------------------------------------------------------
 
 def _control_event(args: argparse.Namespace) -> tuple[pb.ControlEvent, str]:
@@ -217,6 +224,9 @@ def _control_event(args: argparse.Namespace) -> tuple[pb.ControlEvent, str]:
     elif args.grant is not None:
         event.grant_steps = args.grant
         what = f"grant of {args.grant} steps"
+    elif args.unlimited:
+        event.unlimited_steps = True
+        what = "end of step credits (unlimited steps)"
     else:
         event.max_rate_hz = args.rate
         what = f"rate cap of {args.rate} Hz" if args.rate else "removal of the rate cap"
@@ -290,14 +300,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--db", default=DEFAULT_DB, help=f"the daemon's store file (default {DEFAULT_DB})")
     export.set_defaults(handler=_export)
 
-    control = commands.add_parser("control", help="pause, resume, grant steps or cap the rate of a run")
+    control = commands.add_parser(
+        "control", help="pause, resume, grant steps or cap the rate of a run",
+        description="Hold a run's agents back, or let them go. Each hold has its inverse: --pause / "
+                    "--resume; --grant N / --unlimited; --rate HZ / --rate 0. What holds a run shows in "
+                    "`runs` (REASON) and on the dashboard.")
     control.add_argument("run_id")
     daemon_options(control)
     action = control.add_mutually_exclusive_group(required=True)
-    action.add_argument("--pause", action="store_true")
-    action.add_argument("--resume", action="store_true")
-    action.add_argument("--grant", type=_non_negative, metavar="N", help="allow N more steps")
-    action.add_argument("--rate", type=_non_negative, metavar="HZ", help="cap steps per second (0: no cap)")
+    action.add_argument("--pause", action="store_true", help="stop taking steps until --resume")
+    action.add_argument("--resume", action="store_true",
+                        help="lift a pause (run-wide: every pause; with --agent: that agent's own)")
+    action.add_argument("--grant", type=_non_negative, metavar="N",
+                        help="credit mode: allow N more steps (they add up), then wait for more; --unlimited ends it")
+    action.add_argument("--unlimited", action="store_true",
+                        help="end credit mode: steps are no longer counted (credits left are dropped)")
+    action.add_argument("--rate", type=_non_negative, metavar="HZ", help="cap steps per second per agent (0: remove the cap)")
     control.add_argument("--agent", help="only this agent (default: every agent of the run)")
     control.set_defaults(handler=_control)
     return parser

@@ -58,7 +58,7 @@ from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
 from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed,
-                            RunConflict, RunRegistry, RunState, UnknownRun)
+                            RunConflict, RunRegistry, RunState, UnknownRun, describe_control)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
 
@@ -132,9 +132,11 @@ def coordination_message(row: MessageRow) -> pb.CoordinationMessage:
 
 def run_record(run: RunRow | RunState) -> pb.RunRecord:
     """A run (stored row or live state) as a RunRecord."""
+    control = run.control() if isinstance(run, RunState) else json.loads(run.control_json or "{}")
     record = pb.RunRecord(run_id=run.run_id, status=int(run.status), digest=run.digest, seq_id=run.seq_id,
                           created_at=_timestamp(run.created_at_ns), updated_at=_timestamp(run.updated_at_ns),
-                          last_heartbeat=_timestamp(run.last_heartbeat_ns))
+                          last_heartbeat=_timestamp(run.last_heartbeat_ns),
+                          control_hold=describe_control(int(run.status), control))
     if run.failure_reason:
         record.failure_reason = run.failure_reason
     return record

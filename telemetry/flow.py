@@ -11,6 +11,9 @@ with an `agent_id` concerns that agent only; without one it concerns every agent
 - grant_steps: adds credits. Credit mode starts with the first grant (run-wide or for an
   agent); from then on each allowed step spends a credit. An agent with its own grants
   spends its own credits, otherwise it spends the run-wide pool.
+- unlimited_steps: ends credit mode (what credits are left are dropped). Run-wide it ends
+  every account; for an agent, only that agent's own (it then spends the run-wide pool if
+  there is one).
 - max_rate_hz: caps each agent's step rate (an agent's own cap wins over the run-wide one);
   0 removes the cap. A cap spaces steps evenly instead of allowing bursts.
 
@@ -84,6 +87,11 @@ class RunFlow:
                 self._set_paused(key, False)
         elif which == "grant_steps":
             self._credits[key] = self._credits.get(key, 0) + event.grant_steps
+        elif which == "unlimited_steps":
+            if key == RUN_WIDE:
+                self._credits.clear()
+            else:
+                self._credits.pop(key, None)
         elif which == "max_rate_hz":
             if event.max_rate_hz:
                 self._rates[key] = event.max_rate_hz

@@ -46,6 +46,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from telemetry.flow import RUN_WIDE
 from telemetry.generated import trainer_pb2
 from telemetry.hub import RUNS_TOPIC, LiveHub
 from telemetry.store import RunRow, StoreWriter
@@ -133,6 +134,8 @@ class RunState:
     finished: bool = False
     #: worker_ids of the producers registered for the run that have not finished it yet
     producers: set[str] = field(default_factory=set)
+    #: steps granted since credit mode began, per agent ("" for the run-wide pool)
+    granted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: RunRow, now: float) -> "RunState":
@@ -142,12 +145,20 @@ class RunState:
                    set(control.get("paused_agents", [])), int(control.get("max_rate_hz", 0)),
                    {k: int(v) for k, v in control.get("agent_max_rate_hz", {}).items()},
                    last_activity=now, finished=bool(control.get("finished", False)),
-                   producers=set(control.get("producers", [])))
+                   producers=set(control.get("producers", [])),
+                   granted={k: int(v) for k, v in control.get("granted", {}).items()})
+
+    def control(self) -> dict:
+        """The standing control state (and bookkeeping) as stored in the run's control_json."""
+        control = {"paused_agents": sorted(self.paused_agents), "max_rate_hz": self.max_rate_hz,
+                   "agent_max_rate_hz": self.agent_max_rate_hz}
+        if self.granted:
+            control["granted"] = self.granted
+        return control
 
     def row(self) -> RunRow:
         """An immutable snapshot for the store and WatchRuns."""
-        control = {"paused_agents": sorted(self.paused_agents), "max_rate_hz": self.max_rate_hz,
-                   "agent_max_rate_hz": self.agent_max_rate_hz}
+        control = self.control()
         if self.finished:   # persisted so a restarted daemon keeps a finished FAULT run FAULT
             control["finished"] = True
         if self.producers:  # persisted so a restarted daemon still waits for every producer
@@ -155,6 +166,33 @@ class RunState:
         return RunRow(self.run_id, int(self.status), self.digest, self.config_json, self.created_at_ns,
                       self.updated_at_ns, self.last_heartbeat_ns, self.failure_reason, self.seq_id,
                       json.dumps(control, sort_keys=True))
+
+
+def describe_control(status: int, control: dict) -> str:
+    """What control holds a run's producers to, in words and with the command that lifts
+    each hold; "" when nothing does. ``control`` is a run's control_json, decoded."""
+    if status == S.TERM:
+        return ""
+    holds = []
+    if status == S.PAUSE:
+        holds.append("paused (lift: --resume)")
+    paused = control.get("paused_agents", [])
+    if paused:
+        holds.append(f"agents paused: {', '.join(paused)} (lift: --resume --agent A)")
+    granted = control.get("granted", {})
+    if RUN_WIDE in granted:
+        holds.append(f"step credits: {granted[RUN_WIDE]} granted, each step spends one (lift: --unlimited)")
+    agents = sorted(a for a in granted if a != RUN_WIDE)
+    if agents:
+        holds.append("step credits for " + ", ".join(f"{a} ({granted[a]} granted)" for a in agents)
+                     + " (lift: --unlimited --agent A)")
+    if control.get("max_rate_hz"):
+        holds.append(f"rate cap {control['max_rate_hz']} Hz (lift: --rate 0)")
+    capped = control.get("agent_max_rate_hz", {})
+    if capped:
+        holds.append("rate caps " + ", ".join(f"{a} {hz} Hz" for a, hz in sorted(capped.items()))
+                     + " (lift: --rate 0 --agent A)")
+    return "; ".join(holds)
 
 
 def _log_failed_save(future: asyncio.Future) -> None:
@@ -367,7 +405,8 @@ class RunRegistry:
         """
         kind = event.WhichOneof("event")
         if kind is None or kind == "subscribe":
-            raise ValueError("the ControlEvent carries no command (grant_steps, pause, resume or max_rate_hz)")
+            raise ValueError("the ControlEvent carries no command (grant_steps, unlimited_steps, pause, resume "
+                             "or max_rate_hz)")
         if run.status is S.TERM:
             raise ControlRefused(f"run '{run.run_id}' is TERM: control events no longer apply")
         agent = event.agent_id
@@ -388,6 +427,13 @@ class RunRegistry:
                 if run.status is S.PAUSE:
                     self._move(run, S.EXEC)
                     return
+        elif kind == "grant_steps":
+            run.granted[agent] = run.granted.get(agent, 0) + event.grant_steps
+        elif kind == "unlimited_steps":
+            if agent:
+                run.granted.pop(agent, None)
+            else:
+                run.granted.clear()
         elif kind == "max_rate_hz":
             if agent:
                 if event.max_rate_hz:

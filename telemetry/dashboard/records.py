@@ -19,7 +19,7 @@ import json
 import math
 from typing import Any
 
-from telemetry.runs import RunStatus
+from telemetry.runs import RunStatus, describe_control
 from telemetry.store import RecordCounts, RunRow
 
 
@@ -59,6 +59,7 @@ def run_json(run: RunRow, counts: RecordCounts, agents: int) -> dict[str, Any]:
         "run_id": run.run_id,
         "status": status_name(run.status),
         "failure_reason": run.failure_reason,
+        "control_hold": describe_control(run.status, json.loads(run.control_json or "{}")),
         "created_ms": run.created_at_ns // 1_000_000,
         "updated_ms": run.updated_at_ns // 1_000_000,
         "steps": counts.steps,

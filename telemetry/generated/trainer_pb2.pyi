@@ -100,13 +100,14 @@ class RegisterWorkerResponse(_message.Message):
     def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ..., next_episode_index: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ControlEvent(_message.Message):
-    __slots__ = ("run_id", "grant_steps", "pause", "resume", "max_rate_hz", "subscribe", "agent_id")
+    __slots__ = ("run_id", "grant_steps", "pause", "resume", "max_rate_hz", "subscribe", "unlimited_steps", "agent_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GRANT_STEPS_FIELD_NUMBER: _ClassVar[int]
     PAUSE_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     MAX_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNLIMITED_STEPS_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     grant_steps: int
@@ -114,11 +115,12 @@ class ControlEvent(_message.Message):
     resume: bool
     max_rate_hz: int
     subscribe: bool
+    unlimited_steps: bool
     agent_id: str
-    def __init__(self, run_id: _Optional[str] = ..., grant_steps: _Optional[int] = ..., pause: _Optional[bool] = ..., resume: _Optional[bool] = ..., max_rate_hz: _Optional[int] = ..., subscribe: _Optional[bool] = ..., agent_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., grant_steps: _Optional[int] = ..., pause: _Optional[bool] = ..., resume: _Optional[bool] = ..., max_rate_hz: _Optional[int] = ..., subscribe: _Optional[bool] = ..., unlimited_steps: _Optional[bool] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "digest", "created_at", "updated_at", "last_heartbeat", "gpu_slot", "failure_reason", "gpu_slots", "seq_id")
+    __slots__ = ("run_id", "status", "digest", "created_at", "updated_at", "last_heartbeat", "gpu_slot", "failure_reason", "gpu_slots", "seq_id", "control_hold")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +131,7 @@ class RunRecord(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     GPU_SLOTS_FIELD_NUMBER: _ClassVar[int]
     SEQ_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_HOLD_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: RunStatus
     digest: str
@@ -139,7 +142,8 @@ class RunRecord(_message.Message):
     failure_reason: str
     gpu_slots: _containers.RepeatedScalarFieldContainer[int]
     seq_id: int
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., digest: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_slot: _Optional[int] = ..., failure_reason: _Optional[str] = ..., gpu_slots: _Optional[_Iterable[int]] = ..., seq_id: _Optional[int] = ...) -> None: ...
+    control_hold: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., digest: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_slot: _Optional[int] = ..., failure_reason: _Optional[str] = ..., gpu_slots: _Optional[_Iterable[int]] = ..., seq_id: _Optional[int] = ..., control_hold: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("status_filter",)

@@ -9,7 +9,7 @@ function row(run) {
   const href = `/runs/${encodeURIComponent(run.run_id)}`;
   return `<tr data-run-id="${esc(run.run_id)}">
     <td class="mono"><a href="${href}">${esc(run.run_id)}</a></td>
-    <td>${badge(run.status)}${run.failure_reason ? ` <span class="muted">${esc(run.failure_reason)}</span>` : ""}</td>
+    <td>${badge(run.status)}${run.failure_reason ? ` <span class="muted">${esc(run.failure_reason)}</span>` : ""}${run.control_hold ? ` <span class="muted">held: ${esc(run.control_hold)}</span>` : ""}</td>
     <td class="num">${fmt(run.agents)}</td>
     <td class="num">${fmt(run.steps)}</td>
     <td class="num">${fmt(run.episodes)}</td>
