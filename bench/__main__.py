@@ -2,8 +2,10 @@
 
 Runs every benchmark against the real components (the daemon as a subprocess over gRPC on
 loopback, real SPADE agents on an embedded XMPP server), prints a table, and writes the
-figures as a JSON list to ``--out`` (default bench/results/latest.json) and the machine they
-were measured on beside it (``<out stem>.machine.json``). Progress goes to stderr.
+figures as a JSON list to ``--out`` and the machine they were measured on beside it
+(``<out stem>.machine.json``). Progress goes to stderr. Only a full run (no --quick, --only or
+--scale) writes the tracked reference, bench/results/latest.json, by default; any other run
+writes bench/results/partial.json (untracked) unless ``--out`` says otherwise.
 Exit code 0 when every selected benchmark produced its figures, 1 when one failed (the others'
 figures are still written), 2 for a bad command line.
 """
@@ -41,6 +43,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     container_scaling.BENCHMARK,
 )
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+PARTIAL_OUT = DEFAULT_OUT.with_name("partial.json")
 
 
 class _Arguments(argparse.ArgumentParser):
@@ -60,13 +63,20 @@ def _positive_scale(text: str) -> float:
     return value
 
 
+def default_out(*, quick: bool, only: list[str] | None, scale: float) -> Path:
+    """Where results go without ``--out``: quick, partial or rescaled figures must never
+    replace the full run's tracked reference."""
+    return DEFAULT_OUT if not quick and not only and scale == 1.0 else PARTIAL_OUT
+
+
 def _parser() -> argparse.ArgumentParser:
     areas = ", ".join(b.area for b in BENCHMARKS)
     parser = _Arguments(prog="python -m bench", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole suite in under 3 minutes")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help=f"run only these areas ({areas}) or figures (a figure name or a prefix of one)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path,
+                        help=f"results file (default: {DEFAULT_OUT} for a full run, {PARTIAL_OUT} otherwise)")
     parser.add_argument("--scale", type=_positive_scale, default=1.0,
                         help="multiply every size by this (e.g. 0.1 with --quick to check the suite runs; "
                              "figures from tiny sizes are not meaningful)")
@@ -91,6 +101,8 @@ async def _run_all(selected: list[Benchmark], ctx: BenchContext) -> tuple[list[F
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.out is None:
+        args.out = default_out(quick=args.quick, only=args.only, scale=args.scale)
     selected = list(BENCHMARKS)
     if args.only:
         unknown = [n for n in args.only if not any(b.selected_by([n]) for b in BENCHMARKS)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.__main__ import DEFAULT_OUT, PARTIAL_OUT, default_out
 from bench.container_scaling import half_rate_point
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +73,10 @@ def test_half_rate_point_interpolates_between_the_measured_counts() -> None:
     assert half_rate_point({1: 100.0, 2: 60.0, 4: 40.0}) == (3.0, True)
     assert half_rate_point({1: 100.0, 2: 50.0}) == (2.0, True)
     assert half_rate_point({1: 100.0, 2: 80.0, 4: 70.0}) == (4.0, False)
+
+
+def test_only_a_full_run_writes_the_tracked_reference_by_default() -> None:
+    assert default_out(quick=False, only=None, scale=1.0) == DEFAULT_OUT
+    for partial in ({"quick": True, "only": None, "scale": 1.0}, {"quick": False, "only": ["ingest"], "scale": 1.0},
+                    {"quick": False, "only": None, "scale": 0.5}):
+        assert default_out(**partial) == PARTIAL_OUT != DEFAULT_OUT, partial
