@@ -4,17 +4,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test proto demo bench experiments clean
+.PHONY: install install-runtime test proto demo bench experiments clean
 
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+
+# What running the agents, the daemon and the demo needs: no root, no system packages.
+install-runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# Everything, for the tests: the test tools, and Debian's headless Chromium for the dashboard's
+# browser tests (no browser downloads here; installing it needs root).
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@# The dashboard's browser tests drive Debian's headless Chromium (no browser downloads here).
 	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -23,7 +35,8 @@ test: install
 proto: install
 	$(PY) -m telemetry.codegen telemetry/generated
 
-demo: install
+# The demo's daemon and dashboard stay up after the agents finish, until Ctrl-C.
+demo: install-runtime
 	$(PY) -m agents demo
 
 bench: install

@@ -7,7 +7,9 @@ another terminal without --target; on a free port otherwise) with its SQLite sto
 taking every step through its AgentSpeak reasoning cycle, one running whole episodes in a
 plan action, both on the non-slippery lake, and one on the slippery lake. Progress shows while
 they learn; at the end come the per-agent summary, what the daemon stored for each agent, and
-how to look at it.
+how to look at it. The daemon and its dashboard then stay up until Ctrl-C (``--exit-when-done``
+ends the demo with its agents instead). The commands it prints name this interpreter (the
+project's virtualenv when run by ``make demo``), so they work as printed from the project folder.
 """
 
 from __future__ import annotations
@@ -97,24 +99,34 @@ def default_dashboard_port() -> int:
     return DASHBOARD_PORT if _port_free("127.0.0.1", DASHBOARD_PORT) else 0
 
 
+def python_command() -> str:
+    """How to name this interpreter in a command people copy: relative to the current folder
+    when inside it (``.venv/bin/python``), else its full path."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
+
+
 def where_to_look(run: ContainerRun, *, db_path: Path, daemon_address: str, stored: dict[str, tuple[int, int]], dashboard_url: Optional[str], kept: bool) -> str:
     """The closing text: what the daemon stored per agent and the commands to browse it."""
     db = str(db_path)
+    python = python_command()
     target = "" if daemon_address == DEFAULT_LISTEN else f" --target {daemon_address}"
     lines = [f"the daemon at {daemon_address} stored run {run.run_id} in {db}:"]
     lines += [f"  {agent_id}: {steps} steps, {episodes} episodes" for agent_id, (steps, episodes) in stored.items()]
     lines.append("look at it with:")
-    lines.append(f"  python -m telemetry runs --db {db}")
-    lines.append(f"  python -m telemetry export {run.run_id} --db {db} --format csv --out {run.run_id}.csv")
+    lines.append(f"  {python} -m telemetry runs --db {db}")
+    lines.append(f"  {python} -m telemetry export {run.run_id} --db {db} --format csv --out {run.run_id}.csv")
     if kept:
-        lines.append(f"  python -m telemetry tail {run.run_id}{target}")
+        lines.append(f"  {python} -m telemetry tail {run.run_id}{target}")
         if dashboard_url:
             lines.append(f"  the dashboard: {dashboard_url}")
-        lines.append("the daemon keeps running until Ctrl-C")
+        lines.append("the daemon and its dashboard keep running until Ctrl-C")
     else:
-        lines.append(f"  python -m telemetry.daemon --db {db}   (serves it again, with its dashboard), then:")
-        lines.append(f"  python -m telemetry tail {run.run_id}")
-        lines.append("  or run the demo with --keep-daemon to keep its daemon (and dashboard) up at the end")
+        lines.append(f"  {python} -m telemetry.daemon --db {db}   (serves it again, with its dashboard), then:")
+        lines.append(f"  {python} -m telemetry tail {run.run_id}")
     return "\n".join(lines)
 
 
@@ -189,7 +201,8 @@ def add_demo_command(commands: argparse._SubParsersAction) -> None:
         description="Run three learning agents on embedded defaults and show where their telemetry went.",
     )
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help=f"where the SQLite store goes (default ./{DEFAULT_RUNS_DIR})")
-    parser.add_argument("--keep-daemon", action="store_true", help="keep the daemon and its dashboard running after the agents finish, until Ctrl-C")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop the daemon and its dashboard when the agents finish (default: they keep running until Ctrl-C)")
     parser.add_argument("--listen", metavar="HOST:PORT", help=f"the daemon's address (default {DEFAULT_LISTEN} when free, else a free port)")
     parser.add_argument("--dashboard-port", type=int, metavar="PORT", help=f"the dashboard's port (default {DASHBOARD_PORT} when free, else a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="do not serve the daemon's web dashboard")
@@ -201,7 +214,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     demo = functools.partial(
         run_demo,
         runs_dir=args.runs_dir,
-        keep_daemon=args.keep_daemon,
+        keep_daemon=not args.exit_when_done,
         listen=args.listen,
         dashboard_port=args.dashboard_port,
         dashboard=not args.no_dashboard,

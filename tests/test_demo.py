@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import aiohttp
 
 import pytest
 
@@ -16,7 +21,8 @@ from tests.fixtures_daemon import PROJECT_ROOT, run_env
 def test_the_demo_runs_three_agents_and_says_where_their_telemetry_is(tmp_path):
     runs = tmp_path / "runs"
     done = subprocess.run(
-        [sys.executable, "-m", "agents", "demo", "--runs-dir", str(runs), "--listen", "127.0.0.1:0", "--dashboard-port", "0"],
+        [sys.executable, "-m", "agents", "demo", "--runs-dir", str(runs), "--listen", "127.0.0.1:0", "--dashboard-port", "0",
+         "--exit-when-done"],
         cwd=PROJECT_ROOT, env={**run_env(), "XDG_DATA_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -38,5 +44,38 @@ def test_the_demo_runs_three_agents_and_says_where_their_telemetry_is(tmp_path):
         store.close()
     assert counts.steps == sum(int(row[2]) for row in table.values())
     assert counts.episodes == sum(int(row[1]) for row in table.values())
-    assert f"python -m telemetry runs --db {runs / 'telemetry.db'}" in out
-    assert f"python -m telemetry export {run_id} --db {runs / 'telemetry.db'}" in out
+    # The commands printed name the interpreter that ran the demo, so they work as printed.
+    python = str(Path(sys.executable).relative_to(PROJECT_ROOT)) if Path(sys.executable).is_relative_to(PROJECT_ROOT) else sys.executable
+    assert f"{python} -m telemetry runs --db {runs / 'telemetry.db'}" in out
+    assert f"{python} -m telemetry export {run_id} --db {runs / 'telemetry.db'}" in out
+    listed = subprocess.run(f"{python} -m telemetry runs --db {runs / 'telemetry.db'}".split(), cwd=PROJECT_ROOT,
+                            env=run_env(), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and run_id in listed.stdout and "TERM" in listed.stdout, listed.stderr
+
+
+@pytest.mark.timeout(240)
+async def test_by_default_the_demo_keeps_its_dashboard_up_until_ctrl_c(tmp_path):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents", "demo", "--runs-dir", str(tmp_path / "runs"), "--listen", "127.0.0.1:0",
+        "--dashboard-port", "0", cwd=PROJECT_ROOT, env={**run_env(), "XDG_DATA_HOME": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        lines = []
+        while not lines or "keep running until Ctrl-C" not in lines[-1]:
+            line = await asyncio.wait_for(process.stdout.readline(), 200)
+            assert line, "the demo ended without keeping its daemon: " + (await process.stderr.read()).decode()
+            lines.append(line.decode())
+        url = next(re.search(r"the dashboard: (\S+)", l).group(1) for l in lines if "the dashboard:" in l)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "api/runs") as answer:
+                assert answer.status == 200
+                assert any(run["status"] == "TERM" for run in (await answer.json())["runs"])
+        assert process.returncode is None, "still serving"
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "Traceback" not in (await process.stderr.read()).decode()
