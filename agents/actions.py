@@ -69,6 +69,7 @@ from agentspeak.runtime import Intention
 
 from agents.evaluation import evaluate_greedy
 from agents.qlearning import QLearner
+from agents.reasoning import PlanError
 from agents.records import EpisodeRecord, RecordBuffer
 from envs import TabularEnv
 
@@ -78,6 +79,13 @@ BACKEND = "spade-bdi"
 MODES = ("explore", "greedy", "epsilon")
 PERCEPT = frozenset([Literal("source", (Literal("percept"),))])
 _FLAGS = ("done", "terminated", "truncated", "goal_reached", "fell_in_hole")
+#: Every belief a learning agent keeps for its plans (the header of asl/learner.asl lists them);
+#: the plan check warns about a context that reads any other belief nothing adds.
+LEARNER_BELIEFS = frozenset({
+    "episode", "step", "state", "action", "last_reward", "episode_return", "total_steps", "episodes_done",
+    "episodes_target", "epsilon", "success_rate", "max_steps", "n_states", "n_actions", "greedy_success_rate",
+    "greedy_return", "outcome", *_FLAGS,
+})
 _ADD, _DEL, _BELIEF = Trigger.addition, Trigger.removal, GoalType.belief
 
 
@@ -136,10 +144,6 @@ def as_gate(gate: Optional[GateLike]) -> Optional[Gate]:
     if gate is None or isinstance(gate, Gate):
         return gate
     return Gate(wait=gate)
-
-
-class PlanError(RuntimeError):
-    """An action was called when it cannot run, or with a bad argument; the message says what to do."""
 
 
 class _PerceptGroup(set):

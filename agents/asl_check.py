@@ -10,6 +10,11 @@ Checked here, for the file and everything it includes:
 - every internal action (`.name(...)`) must exist with that arity in the agent's action registry;
 - every achievement goal posted (`!g`, `!!g`, initial `!g.`) must have at least one `+!g` plan of
   that arity, since posting a goal no plan handles is also a run-time failure.
+
+Warned about (logged, the agent still runs), when the agent says which beliefs it keeps: a
+belief read in a plan's context that nothing ever adds (not the agent's own, not an initial
+belief or rule of the file, not added by any plan, not a plan's triggering belief). Such a plan
+silently never fires, which is what a misspelt belief (`sucess_rate`) does.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import agentspeak
 import agentspeak.lexer
 import agentspeak.parser
-from agentspeak.parser import AstFormula, AstGoal, AstLiteral, AstNode
+from agentspeak.parser import AstBinaryOp, AstFormula, AstGoal, AstLiteral, AstNode, AstUnaryOp
 
 _log = logging.getLogger(__name__)
 
@@ -166,9 +171,53 @@ def find_problems(path: str | Path, actions: agentspeak.Actions) -> list[AslProb
     return problems
 
 
-def check_asl(path: str | Path, actions: agentspeak.Actions) -> None:
-    """Raise AslError naming file and line if the plan file is invalid for an agent with `actions`."""
+def _context_beliefs(node: object) -> Iterator[AstLiteral]:
+    """The belief literals a plan context reads (not their arguments, not actions)."""
+    if isinstance(node, AstLiteral):
+        if node.functor and not node.functor.startswith("."):
+            yield node
+    elif isinstance(node, AstBinaryOp):
+        yield from _context_beliefs(node.left)
+        yield from _context_beliefs(node.right)
+    elif isinstance(node, AstUnaryOp):
+        yield from _context_beliefs(node.operand)
+
+
+def find_unknown_beliefs(path: str | Path, agent_beliefs: Iterable[str]) -> list[AslProblem]:
+    """Plan contexts that read a belief nothing ever adds, with the closest known belief."""
+    path = str(path)
+    ast_agent = parse_asl(path)
+    known = set(agent_beliefs)
+    known.update(b.functor for b in ast_agent.beliefs if isinstance(b, AstLiteral))
+    known.update(r.head.functor for r in ast_agent.rules)
+    for plan in ast_agent.plans:
+        if plan.event.goal_type == agentspeak.GoalType.belief:
+            known.add(plan.event.head.functor)
+    for node in _walk(ast_agent.plans):
+        if isinstance(node, AstFormula) and node.formula_type in (
+            agentspeak.FormulaType.add, agentspeak.FormulaType.replace
+        ) and isinstance(node.term, AstLiteral):
+            known.add(node.term.functor)
+    warnings = []
+    for plan in ast_agent.plans:
+        for literal in _context_beliefs(plan.context):
+            if literal.functor not in known:
+                hint = difflib.get_close_matches(literal.functor, sorted(known), n=1)
+                suggestion = f"; did you mean {hint[0]}?" if hint else ""
+                warnings.append(_problem(path, literal.loc, f"the plan context reads belief '{literal.functor}', which nothing "
+                                                            f"adds, so the plan never applies{suggestion}"))
+    warnings.sort(key=lambda p: (p.path, p.line, p.column))
+    return warnings
+
+
+def check_asl(path: str | Path, actions: agentspeak.Actions, agent_beliefs: Iterable[str] | None = None) -> None:
+    """Raise AslError naming file and line if the plan file is invalid for an agent with `actions`;
+    with `agent_beliefs` (every belief the agent itself keeps), log a warning for each plan
+    context that reads a belief nothing adds."""
     problems = find_problems(path, actions)
     if problems:
         raise AslError(problems)
+    if agent_beliefs is not None:
+        for warning in find_unknown_beliefs(path, agent_beliefs):
+            _log.warning("plan file %s", warning)
 

@@ -42,7 +42,7 @@ import agentspeak.stdlib
 from spade.agent import AuthenticationFailure, DisconnectedException
 from spade_bdi.bdi import BDIAgent, BDIBehaviour
 
-from agents.actions import GateLike, LearningActions, as_gate
+from agents.actions import LEARNER_BELIEFS, GateLike, LearningActions, as_gate
 from agents.asl_check import AslError, AslProblem, check_asl
 from agents.config import DEFAULT_ASL, AgentConfig
 from agents.qlearning import QLearner
@@ -107,6 +107,10 @@ class LearningAgent(BDIAgent):
     AslError (file and line) if the plan file is invalid, and the environment/config errors of
     `envs.make_env`.
     """
+
+    #: the beliefs this agent keeps for its plans: the plan check warns about a context reading
+    #: any other belief that nothing adds (None: not known in advance, not checked)
+    PLAN_BELIEFS: Optional[frozenset[str]] = LEARNER_BELIEFS
 
     def __init__(
         self,
@@ -191,7 +195,7 @@ class LearningAgent(BDIAgent):
         """Validate, then build the plan library; errors name file and line (never a dead agent)."""
         self.pause_bdi()
         path = str(self.asl_file)
-        check_asl(path, self.bdi_actions)
+        check_asl(path, self.bdi_actions, self.PLAN_BELIEFS)
         try:
             with open(path, encoding="utf-8") as source:
                 self.bdi_agent = self.bdi_env.build_agent(source, self.bdi_actions, name=self.name)

@@ -94,6 +94,11 @@ def _number(value: Optional[float], fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _shortened(text: str, width: int) -> str:
+    """At most `width` characters (the whole text is on the error line after the table)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def summary_table(rows: Sequence[SummaryRow]) -> str:
     """The end-of-run table: agent, episodes, steps, greedy success, mean return, steps/s, stop reason."""
     header = ("agent", "episodes", "steps", "greedy success", "mean return", "steps/s", "stopped because")
@@ -105,7 +110,7 @@ def summary_table(rows: Sequence[SummaryRow]) -> str:
             _percent(row.greedy_success),
             _number(row.mean_return, ".3f"),
             f"{row.steps_per_second:,.0f}" if row.steps_per_second > 0 else "-",
-            row.stop_reason if row.ok else f"FAILED: {row.stop_reason}",
+            row.stop_reason if row.ok else _shortened(f"FAILED: {row.stop_reason}", 60),
         )
         for row in rows
     ]

@@ -23,6 +23,7 @@ faster than on the stock behaviour.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import logging
 import time
@@ -34,6 +35,11 @@ import agentspeak.runtime
 from spade_bdi.bdi import BDIBehaviour
 
 logger = logging.getLogger(__name__)
+
+
+class PlanError(RuntimeError):
+    """An action was called when it cannot run, or with a bad argument; the message says what to
+    do, in a sentence meant for people (shown as it is, never as a Python repr)."""
 
 
 class ActionFailed(Exception):
@@ -57,7 +63,8 @@ class ReasoningFailure:
     def __str__(self) -> str:
         where = f" at {self.location}" if self.location else ""
         if self.action:
-            return f"agent {self.agent}: action {self.action}{where} failed: {self.error!r}"
+            detail = str(self.error) if isinstance(self.error, PlanError) else repr(self.error)
+            return f"agent {self.agent}: action {self.action}{where} failed: {detail}"
         return f"agent {self.agent}: plan failed{where}: {self.error}"
 
 
@@ -78,6 +85,25 @@ def _failing_action(error: BaseException) -> Optional[str]:
                 name = f"{query.term.functor}/{len(query.term.args)}"
         tb = tb.tb_next
     return name
+
+
+def _failed_test_goal(error: BaseException) -> Optional[str]:
+    """For a plan that failed at a test goal (`?g(X)`), which goal and what the agent believes
+    instead, read from the traceback (the interpreter itself only says "plan failure")."""
+    tb = error.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        instr, agent = local.get("instr"), local.get("self", local.get("agent"))
+        step = getattr(instr, "f", None)
+        if getattr(step, "func", None) is agentspeak.runtime.test_belief and isinstance(agent, agentspeak.runtime.Agent):
+            term = step.args[0]
+            key = f"{term.functor}/{len(term.args)}"
+            known = sorted(f"{f}/{n}" for (f, n), held in agent.beliefs.items() if held)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return f"test goal ?{term.functor}/{len(term.args)} failed: the agent holds no belief {key}{hint}"
+        tb = tb.tb_next
+    return None
 
 
 def _run_formula(query, agent, intention) -> bool:
@@ -335,11 +361,13 @@ class ReasoningBehaviour(BDIBehaviour):
         if isinstance(cause, ActionFailed):
             failure = ReasoningFailure(name, cause.action, cause.error, location)
         elif isinstance(cause, agentspeak.AslError) or (cause is err and message is not None):
-            failure = ReasoningFailure(name, None, agentspeak.AslError(message or str(cause)), location)
+            detail = _failed_test_goal(cause) or message or str(cause)
+            failure = ReasoningFailure(name, None, agentspeak.AslError(detail), location)
         else:
             failure = ReasoningFailure(name, _failing_action(cause), cause, location)
         self.failure = failure
-        logger.error("%s", failure, exc_info=(type(failure.error), failure.error, failure.error.__traceback__))
+        # Whoever runs the agent reports the failure (agent.result); the traceback is for --log-level DEBUG.
+        logger.info("%s", failure, exc_info=(type(failure.error), failure.error, failure.error.__traceback__))
         self.kill(exit_code=failure)
         if self.on_failure is not None:
             self.on_failure(failure)

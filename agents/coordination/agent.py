@@ -57,6 +57,9 @@ class CoordinatingAgent(LearningAgent):
     arguments go to LearningAgent.
     """
 
+    # Its beliefs also come from its settings, its peers and the world: not known in advance.
+    PLAN_BELIEFS = None
+
     def __init__(
         self,
         jid: str,
