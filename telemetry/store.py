@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetry.columns import ColumnsError, row_values as column_rows
+from telemetry.validation import RecordValueError, check_rows, store_nan, stored_float
 
 log = logging.getLogger(__name__)
 
@@ -261,24 +262,28 @@ _RUN_COLUMNS = ("run_id, status, digest, config_json, created_at_ns, updated_at_
                 "last_heartbeat_ns, failure_reason, seq_id, control_json")
 
 
-def _bool_row(row_type: type, flags: tuple[str, ...]) -> Callable[[str, tuple], Any]:
+def _bool_row(row_type: type, flags: tuple[str, ...], floats: tuple[str, ...] = ()) -> Callable[[str, tuple], Any]:
     """Build a converter from a (seq_id, *columns) tuple to ``row_type`` with the run_id
-    inserted and the SQLite 0/1 ``flags`` turned back into bools."""
+    inserted, the SQLite 0/1 ``flags`` turned back into bools and a stored NaN (the text 'nan'
+    in a ``floats`` column, see ``telemetry.validation``) back into a float."""
     names = [f for f in row_type.__dataclass_fields__]
     flag_positions = [names.index(f) for f in flags]
+    float_positions = [names.index(f) for f in floats]
 
     def convert(run_id: str, raw: tuple) -> Any:
         values = [raw[0], run_id, *raw[1:]]
         for i in flag_positions:
             values[i] = bool(values[i])
+        for i in float_positions:
+            values[i] = stored_float(values[i])
         return row_type(*values)
 
     return convert
 
 
 _READS: dict[str, tuple[str, Callable[[str, tuple], Any]]] = {
-    "steps": (_STEP_COLUMNS, _bool_row(StepRow, ("terminated", "truncated"))),
-    "episodes": (_EPISODE_COLUMNS, _bool_row(EpisodeRow, ("terminated", "truncated"))),
+    "steps": (_STEP_COLUMNS, _bool_row(StepRow, ("terminated", "truncated"), ("reward",))),
+    "episodes": (_EPISODE_COLUMNS, _bool_row(EpisodeRow, ("terminated", "truncated"), ("total_reward",))),
     "messages": (_MESSAGE_COLUMNS, _bool_row(MessageRow, ())),
 }
 
@@ -599,7 +604,7 @@ class _Job:
 class _IngestJob(_Job):
     """Records of one run. Built on the submitting thread: run_ids checked, column values
     extracted; the writer only numbers and inserts them."""
-    __slots__ = ("run_id", "records", "values", "agents")
+    __slots__ = ("run_id", "records", "values", "stored", "agents")
 
     def __init__(self, run_id: str, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
                  future: asyncio.Future, on_commit: Callable[[Any], None] | None,
@@ -620,6 +625,13 @@ class _IngestJob(_Job):
             if rows:
                 self.values[kind] = self.values.get(kind, []) + rows
                 self.records[kind] = list(self.records.get(kind, ())) + [None] * len(rows)
+        self.stored = {}
+        for kind, values in self.values.items():
+            try:
+                has_nan = check_rows(run_id, kind, values) if values else False
+            except RecordValueError as exc:
+                raise InvalidRecords(str(exc)) from None
+            self.stored[kind] = store_nan(kind, values) if has_nan else values
         super().__init__(sum(len(records) for records in self.records.values()), future, on_commit)
         self.agents = {v[0] for values in self.values.values() for v in values}
 
@@ -629,7 +641,7 @@ class _IngestJob(_Job):
         writer.note_agents(conn, run_key, self.agents)
         for kind, records in self.records.items():
             values = self.values[kind]
-            keep, first_seq = writer.insert(conn, run_key, kind, values)
+            keep, first_seq = writer.insert(conn, run_key, kind, self.stored[kind])
             new = records if keep is None else [records[i] for i in keep]
             result.accepted += len(new)
             result.dropped += len(records) - len(new)
