@@ -158,27 +158,72 @@ async def _steps(stub: trainer_pb2_grpc.TrainerServiceStub, request: pb.StreamSt
             yield step
 
 
-async def _print_lines(records: AsyncIterator, line: Callable[[Any], str]) -> None:
-    """Print each record as ``line`` formats it, as it arrives."""
+async def _print_lines(records: AsyncIterator, line: Callable[[Any], str], *, agent: str | None = None,
+                       printed: dict[str, int] | None = None, kind: str = "") -> None:
+    """Print each record as ``line`` formats it, as it arrives (only ``agent``'s when given);
+    ``printed[kind]`` follows the last seq_id read."""
     async with contextlib.aclosing(records):
         async for record in records:
-            print(line(record), flush=True)
+            if printed is not None:
+                printed[kind] = record.seq_id
+            if agent is None or record.agent_id == agent:
+                print(line(record), flush=True)
+
+
+async def _run_end(stub: trainer_pb2_grpc.TrainerServiceStub, run_id: str) -> pb.RunRecord | None:
+    """The first record of ``run_id`` in a finished state (TERM or FAULT), with its counts;
+    None from a daemon that cannot say (no WatchRuns), which is then followed for ever."""
+    try:
+        async with contextlib.aclosing(_records(stub.WatchRuns(pb.WatchRunsRequest(
+                status_filter=[RunStatus.TERM.value, RunStatus.FAULT.value])))) as changes:
+            async for change in changes:
+                if change.run_id == run_id:
+                    return change
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        print(f"{PROG} tail: this daemon cannot tell when run {run_id} ends (no WatchRuns); following it "
+              "until Ctrl-C", file=sys.stderr)
+        return None
+    raise CliError(f"the daemon stopped watching run {run_id} before it finished")
 
 
 async def _tail(args: argparse.Namespace) -> int:
+    """Print a run's records as they arrive. Without --follow, end once the run is TERM or
+    FAULT and everything it held then is printed, with a line saying how it ended."""
+    follow = args.follow
+    # Ending needs every seq_id seen, so without --follow the agent filter is applied here.
+    server_agent = (args.agent or "") if follow else ""
+    local_agent = None if follow else args.agent
+    printed = {"steps": args.since, "episodes": args.episodes_since}
     async with _channel(args) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        printers: dict[str, asyncio.Task] = {}
+        end: pb.RunRecord | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 if args.kind in ("steps", "both"):
-                    group.create_task(_print_lines(_steps(stub, pb.StreamStepsRequest(
-                        run_id=args.run_id, since_seq=args.since, agent_id=args.agent or "")), _step_line))
+                    printers["steps"] = group.create_task(_print_lines(_steps(stub, pb.StreamStepsRequest(
+                        run_id=args.run_id, since_seq=args.since, agent_id=server_agent)), _step_line,
+                        agent=local_agent, printed=printed, kind="steps"))
                 if args.kind in ("episodes", "both"):
-                    group.create_task(_print_lines(_records(stub.StreamRunEpisodes(pb.StreamEpisodesRequest(
-                        run_id=args.run_id, since_seq=args.episodes_since, agent_id=args.agent or ""))),
-                        _episode_line))
+                    printers["episodes"] = group.create_task(_print_lines(_records(stub.StreamRunEpisodes(
+                        pb.StreamEpisodesRequest(run_id=args.run_id, since_seq=args.episodes_since,
+                                                 agent_id=server_agent))),
+                        _episode_line, agent=local_agent, printed=printed, kind="episodes"))
+                if not follow and (end := await _run_end(stub, args.run_id)) is not None:
+                    totals = {"steps": end.step_count, "episodes": end.episode_count}
+                    while printers:
+                        for kind in [k for k, task in printers.items() if printed[k] >= totals[k] or task.done()]:
+                            printers.pop(kind).cancel()
+                        if printers:
+                            await asyncio.wait(printers.values(), timeout=0.05)
         except* grpc.aio.AioRpcError as group_error:
             raise _rpc_error(group_error.exceptions[0], args.target) from None
+    if end is not None:
+        reason = f" ({end.failure_reason})" if end.HasField("failure_reason") else ""
+        print(f"run {args.run_id} ended {RunStatus(end.status).name}{reason}: {end.step_count} steps, "
+              f"{end.episode_count} episodes", flush=True)
     return 0
 
 
@@ -289,6 +334,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--episodes-since", type=_non_negative, default=0, metavar="N",
                       help="start after episode seq N (default 0; episodes have their own seq)")
     tail.add_argument("--kind", choices=["steps", "episodes", "both"], default="both")
+    tail.add_argument("--follow", action="store_true",
+                      help="keep following after the run ends (e.g. records a spool replays later); "
+                           "default: exit 0 once the run is TERM or FAULT and everything it held is printed")
     tail.set_defaults(handler=_tail)
 
     export = commands.add_parser("export", help="write a run to CSV or JSONL (reads the store file)")

@@ -58,7 +58,7 @@ from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
 from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed,
-                            RunConflict, RunRegistry, RunState, UnknownRun, describe_control)
+                            RunConflict, RunRegistry, RunState, RunStatus, UnknownRun, describe_control)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
 
@@ -387,7 +387,11 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         async with contextlib.aclosing(
                 self._d.hub.replay_then_live(RUNS_TOPIC, read_page, request.since_seq, wanted)) as rows:
             async for row in rows:
-                yield run_record(row)
+                record = run_record(row)
+                if row.status in (RunStatus.TERM, RunStatus.FAULT):
+                    counts = await asyncio.to_thread(store.counts, row.run_id)
+                    record.step_count, record.episode_count = counts.steps, counts.episodes
+                yield record
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
         try:

@@ -154,3 +154,50 @@ async def test_cli_errors_are_one_line(tmp_path) -> None:
     assert code == 1 and "cannot open database" in err and not (tmp_path / "none.db").exists()
     code, _, err = await cli("export", "x", "--format", "xml", "--out", "-")
     assert code == 2 and "invalid choice" in err and "Traceback" not in err
+
+
+
+async def finished_run(daemon, run_id: str) -> tuple:
+    """A run of two agents (30 steps, 3 episodes each) that its producer finished; the
+    producer's token (a late flush or spool replay may still use it)."""
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, run_id)
+        for agent in ("a1", "a2"):
+            await stub.PublishRunSteps(iterate(*steps(run_id, agent, 30, per_episode=10)), metadata=auth)
+            await stub.PublishRunEpisodes(iterate(*episodes(run_id, agent, 3, steps_each=10)), metadata=auth)
+        await stub.FinishRun(pb.FinishRunRequest(run_id=run_id), metadata=auth)
+    return auth
+
+
+@pytest.mark.timeout(120)
+async def test_tail_of_a_finished_run_prints_everything_then_how_it_ended_and_exits_0(daemon) -> None:
+    await finished_run(daemon, "ended")
+    for extra, agents in (((), {"a1", "a2"}), (("--agent", "a2"), {"a2"})):
+        code, out, err = await cli("tail", "ended", "--target", daemon.address, *extra)
+        assert code == 0, err
+        *records, last = out.splitlines()
+        assert sum(line.startswith("step") for line in records) == 30 * len(agents)
+        assert sum(line.startswith("episode") for line in records) == 3 * len(agents)
+        assert {line.split("agent=")[1].split()[0] for line in records} == agents
+        assert last == "run ended ended TERM: 60 steps, 6 episodes"
+
+
+@pytest.mark.timeout(120)
+async def test_tail_follow_keeps_following_after_the_run_ended(daemon) -> None:
+    auth = await finished_run(daemon, "followed")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "telemetry", "tail", "followed", "--follow", "--kind", "steps", "--target", daemon.address],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30) for _ in range(60)]
+        assert all(line.startswith("step") for line in lines)
+        # A late record (e.g. a spool replay) reaches the finished run: --follow prints it too.
+        channel, stub = stub_for(daemon)
+        async with channel:
+            await stub.PublishRunSteps(iterate(*steps("followed", "a3", 1)), metadata=auth)
+        late = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+        assert "agent=a3 " in late and process.poll() is None
+    finally:
+        process.kill()
+        await asyncio.to_thread(process.wait, 30)
