@@ -423,7 +423,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                  request.worker_id, " (resuming)" if request.resume else "")
         response = pb.RegisterWorkerResponse(accepted_version=PROTO_VERSION, session_token=token,
                                              max_message_bytes=self._d.max_message_bytes,
-                                             accepts_columns=True)
+                                             accepts_columns=True, store_id=self._d.store.store_id)
         if request.resume and producer:
             response.next_episode_index.update(
                 await asyncio.to_thread(self._d.store.next_episode_indexes, request.run_id))
@@ -431,7 +431,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def GetHealth(self, request: pb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> pb.HealthCheckResponse:
         return pb.HealthCheckResponse(pid=os.getpid(), started_at=_timestamp(self._d.started_at_ns),
-                                      listen_address=self._d.address, healthy=not self._d.stopping)
+                                      listen_address=self._d.address, healthy=not self._d.stopping,
+                                      store_id=self._d.store.store_id)
 
     # -- control ---------------------------------------------------------------------------
 

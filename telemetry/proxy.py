@@ -416,6 +416,7 @@ class TelemetrySession:
         self._sender_task: asyncio.Task[None] | None = None
         #: after a resuming registration: per agent_id, the episode index its run continues at
         self.next_episode_index: dict[str, int] = {}
+        self._store_id = ""   # the store of the daemon met at the target ("" until met)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "TelemetrySession":
@@ -458,8 +459,9 @@ class TelemetrySession:
                 link = self._link_without_control(self._run_id)
                 await self._ensure_registered(link)
             else:
-                await self._stub.GetHealth(trainer_pb2.HealthCheckRequest(),
-                                           timeout=self._proxy.connect_timeout_s)
+                health = await self._stub.GetHealth(trainer_pb2.HealthCheckRequest(),
+                                                    timeout=self._proxy.connect_timeout_s)
+                self._met_store(health.store_id)
             self._connected = True
         except grpc.aio.AioRpcError as err:
             failure = self._translate(err, self._run_id or "", "GetHealth")
@@ -868,6 +870,7 @@ class TelemetrySession:
             if response.max_message_bytes:
                 self._limit = min(self._proxy.max_message_bytes, response.max_message_bytes)
             self._columns_ok = response.accepts_columns
+            self._met_store(response.store_id)
             if request.resume:
                 self.next_episode_index = dict(response.next_episode_index)
             link.token = response.session_token
@@ -1150,8 +1153,30 @@ class TelemetrySession:
             self._inflight_first = None
             self._notify_settled()
 
+    def _met_store(self, store_id: str) -> None:
+        """The daemon at the target keeps store `store_id`: spool for it, and never replay into
+        it what was spooled for another store (said once per folder, with what to do)."""
+        if not store_id:
+            return
+        self._store_id = store_id
+        self._spool.note_store(store_id)
+        for folder, meant in self._spool.set_aside_foreign(store_id):
+            log.warning("spool %s holds records meant for the daemon whose store is %s, but the daemon at %s "
+                        "keeps store %s: they are not replayed into it. Start the daemon with the store they "
+                        "were meant for (its --db) at that address, and a later session delivers them",
+                        folder, meant, self._target, store_id)
+
     async def _replay(self) -> None:
-        """Send spooled segments oldest first, deleting each once fully acknowledged."""
+        """Send spooled segments oldest first, deleting each once fully acknowledged; first
+        learn which store the daemon keeps, so nothing meant for another one is sent."""
+        if not self._store_id:
+            assert self._stub is not None
+            try:
+                health = await self._stub.GetHealth(trainer_pb2.HealthCheckRequest(),
+                                                    timeout=self._proxy.connect_timeout_s)
+            except grpc.aio.AioRpcError as err:
+                raise self._translate(err, "", "GetHealth") from None
+            self._met_store(health.store_id)
         for segment in self._spool.replay_queue():
             pending: list[bytes] = []
             pending_run = ""

@@ -12,6 +12,8 @@ Layout::
     <spool_dir>/<target slug>/                 one folder per daemon address
         <worker>-<pid>-<random>/               one folder per live proxy session (its owner)
             lock                               flock()ed by the owner while it lives
+            store_id                           the store of the daemon the records are meant
+                                               for, once the session has met it
             0000000001.spool                   append-only segments, replayed in number order
             0000000002.spool
         rejected/                              batches the daemon refused for good (kept, never
@@ -22,7 +24,9 @@ run_id), and one writer per folder means no two processes ever append to the sam
 A folder whose lock nobody holds belongs to a session that has exited or crashed; the next
 session for the same daemon address adopts it (takes the lock) and replays it before its
 own records. Folders are keyed by target because records belong to the daemon they were
-meant for.
+meant for; and since another daemon (another store) may later listen at the same address, a
+folder also names the store it was meant for once known: a session meeting a daemon with
+another store leaves that folder alone and says so (`set_aside_foreign`).
 
 Segment format: the magic line `MOSAIC-SPOOL/1\\n`, then frames of
 `<u32 little-endian length><u32 crc32 of payload><payload>` where the payload is one
@@ -50,6 +54,7 @@ _FRAME_HEADER = struct.Struct("<II")
 _SEGMENT_SUFFIX = ".spool"
 _REJECTED_DIR = "rejected"
 _LOCK_NAME = "lock"
+_STORE_NAME = "store_id"
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +161,7 @@ class TelemetrySpool:
         self._next_segment = 1
         self._dirty = False
         self._closed = False
+        self._store_id = ""
 
     # -- writing -----------------------------------------------------------------------
     @property
@@ -200,6 +206,8 @@ class TelemetrySpool:
             # folder for an orphan before its lock is held.
             staging = self.target_dir / f".{name}"
             staging.mkdir()
+            if self._store_id:
+                (staging / _STORE_NAME).write_text(self._store_id)
             lock_fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             path = self.target_dir / name
@@ -270,6 +278,30 @@ class TelemetrySpool:
             else:
                 self._release(folder)
         return adopted
+
+    def note_store(self, store_id: str) -> None:
+        """The daemon at the target keeps store `store_id`: what this session spools is meant
+        for it (recorded in its folder)."""
+        if not store_id or store_id == self._store_id:
+            return
+        self._store_id = store_id
+        if self._own is not None:
+            (self._own.path / _STORE_NAME).write_text(store_id)
+
+    def set_aside_foreign(self, store_id: str) -> list[tuple[Path, str]]:
+        """Stop replaying adopted folders meant for a store other than `store_id` (left on
+        disk, unlocked, for a session that meets their daemon); their (path, store id)."""
+        foreign = []
+        for folder in list(self._adopted):
+            try:
+                meant = (folder.path / _STORE_NAME).read_text().strip()
+            except FileNotFoundError:
+                continue   # spooled before any daemon answered: meant for whoever is at the address
+            if store_id and meant and meant != store_id:
+                self._adopted.remove(folder)
+                os.close(folder.lock_fd)
+                foreign.append((folder.path, meant))
+        return foreign
 
     def replay_queue(self) -> list[Path]:
         """Every undelivered segment, oldest first: adopted ones, then this session's own.

@@ -32,6 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +347,20 @@ class TelemetryStore:
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} is not a telemetry store of schema version "
                              f"{SCHEMA_VERSION} (user_version={version}); use another --db file")
+        self.store_id = self._identity(conn, create)
+
+    @staticmethod
+    def _identity(conn: sqlite3.Connection, create: bool) -> str:
+        """This store's id, made once when the daemon first opens it: a proxy's spool says
+        which store its records were meant for, and replays them into that one only."""
+        if create:
+            conn.execute("CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+        try:
+            row = conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        except sqlite3.OperationalError:   # a store no daemon has opened since store ids began
+            return ""
+        return row[0] if row else ""
 
     def _conn(self) -> tuple[sqlite3.Connection, threading.Lock]:
         """This thread's connection and the lock held while it is in use (``close`` takes

@@ -79,7 +79,7 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns", "next_episode_index")
+    __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns", "next_episode_index", "store_id")
     class NextEpisodeIndexEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,12 +92,14 @@ class RegisterWorkerResponse(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     NEXT_EPISODE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     accepted_version: str
     session_token: str
     max_message_bytes: int
     accepts_columns: bool
     next_episode_index: _containers.ScalarMap[str, int]
-    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ..., next_episode_index: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    store_id: str
+    def __init__(self, accepted_version: _Optional[str] = ..., session_token: _Optional[str] = ..., max_message_bytes: _Optional[int] = ..., accepts_columns: _Optional[bool] = ..., next_episode_index: _Optional[_Mapping[str, int]] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class ControlEvent(_message.Message):
     __slots__ = ("run_id", "grant_steps", "pause", "resume", "max_rate_hz", "subscribe", "unlimited_steps", "agent_id")
@@ -184,16 +186,18 @@ class HealthCheckRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthCheckResponse(_message.Message):
-    __slots__ = ("pid", "started_at", "listen_address", "healthy")
+    __slots__ = ("pid", "started_at", "listen_address", "healthy", "store_id")
     PID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     pid: int
     started_at: _timestamp_pb2.Timestamp
     listen_address: str
     healthy: bool
-    def __init__(self, pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listen_address: _Optional[str] = ..., healthy: _Optional[bool] = ...) -> None: ...
+    store_id: str
+    def __init__(self, pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., listen_address: _Optional[str] = ..., healthy: _Optional[bool] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class StreamStepsRequest(_message.Message):
     __slots__ = ("run_id", "since_seq", "agent_id")
