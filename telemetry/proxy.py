@@ -417,6 +417,7 @@ class TelemetrySession:
         #: after a resuming registration: per agent_id, the episode index its run continues at
         self.next_episode_index: dict[str, int] = {}
         self._store_id = ""   # the store of the daemon met at the target ("" until met)
+        self._rejections: list[RecordsRejectedError] = []   # batches the daemon refused for good
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "TelemetrySession":
@@ -450,6 +451,8 @@ class TelemetrySession:
         await self._close()
         if exc is None and self._fatal is not None:
             raise self._fatal
+        if exc is None and self._rejections:
+            raise self._rejections[0]
 
     async def _handshake(self) -> None:
         """Fail fast on a target that is not a daemon or refuses us; a down daemon is fine."""
@@ -1241,10 +1244,12 @@ class TelemetrySession:
         return out
 
     def _quarantine(self, run_id: str, payloads: list[bytes], detail: str) -> None:
+        """Keep batches the daemon refused for good in the rejected folder and go on: what
+        follows is still delivered, and the session's exit raises the first refusal."""
         path = None
         for payload in payloads:
             path = self._spool.quarantine(payload, f"run {run_id}: {detail}")
-        self._fail(RecordsRejectedError(self._target, run_id, detail, str(path)))
+        self._rejections.append(RecordsRejectedError(self._target, run_id, detail, str(path)))
 
     async def _send(self, run_id: str, payloads: list[bytes]) -> None:
         """Publish serialized batches of one run; re-register once on a refused token."""

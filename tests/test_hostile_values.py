@@ -90,3 +90,25 @@ async def test_an_index_beyond_the_stores_range_is_refused_naming_record_and_fie
         # What follows is not blocked.
         assert (await stub.PublishRunSteps(iterate(*steps("huge", "a", 3)), metadata=auth)).accepted == 3
     assert [s.step_index for s in daemon.store.read_steps("huge")] == [0, 1, 2]
+
+
+@pytest.mark.timeout(60)
+async def test_a_refused_batch_is_kept_aside_and_what_follows_is_still_delivered(daemon, tmp_path) -> None:
+    from telemetry.errors import RecordsRejectedError
+
+    def step(index: int) -> dict:
+        return dict(run_id="mixed", episode_index=0, step_index=index, action_json="0", observation_json="0",
+                    reward=0.0, terminated=False, truncated=False, policy_label="p", backend="b", agent_id="a",
+                    render_hint_json=None, payload_version=1, timestamp_ns=time.time_ns())
+
+    spool = tmp_path / "spool"
+    with pytest.raises(RecordsRejectedError) as refused:
+        async with TelemetryGrpcProxy(daemon.address, spool_dir=spool).session("mixed") as session:
+            await session.emit_step(**step(2**63))
+            await session.flush()
+            for i in range(1, 4):
+                await session.emit_step(**step(i))
+            await session.flush()
+    assert "step_index = 9223372036854775808 is out of range" in str(refused.value)
+    assert [s.step_index for s in daemon.store.read_steps("mixed")] == [1, 2, 3]
+    assert list((spool / daemon.address.replace(":", "_") / "rejected").glob("*.spool"))
