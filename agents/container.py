@@ -620,7 +620,9 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "run",
         help="run the agents of a TOML or JSON config in one process",
-        description="Run every agent of CONFIG (TOML or JSON) in this process and stream their telemetry.",
+        description="Run every agent of CONFIG (TOML or JSON) in this process and stream their telemetry. "
+        "While the daemon is away, records wait in the per-user spool $XDG_DATA_HOME/mosaic-telemetry/spool "
+        "(default ~/.local/share/mosaic-telemetry/spool) and are delivered by a later run.",
     )
     parser.add_argument("config", help="the container config file (.toml or .json); see examples/")
     parser.add_argument("--embedded-xmpp", action="store_true", help="start an XMPP server in this process instead of using `spade run`'s")

@@ -355,7 +355,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             await asyncio.wait(pending)
         try:
             await self._d.registry.finish(run.run_id, request.failure_reason, session.worker_id,
-                                          cancelled=request.cancelled)
+                                          cancelled=request.cancelled, on_behalf_of=request.worker_id)
         except InvalidTransition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("run %s: finished by %s: %s", run.run_id, session.worker_id or session.worker_kind,

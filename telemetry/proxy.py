@@ -717,10 +717,14 @@ class TelemetrySession:
         try:
             await self.flush()   # raises the session's fatal error, if telemetry already stopped
             if self._spool.has_pending():
-                # The daemon is away (or was): a run must not end before it holds every record.
-                log.warning("%s: not finishing the run on daemon %s: records wait in the spool "
-                            "under %s for a later session to replay", link.describe(),
-                            self._target, self._spool.target_dir)
+                # The daemon is away (or was): a run must not end before it holds every record,
+                # so the finish waits in the spool behind them and is replayed after them.
+                request.worker_id = self._proxy.worker_id
+                self._spool.append(trainer_pb2.TelemetryBatch(run_id=run_id, finish=request).SerializeToString())
+                await self._spool.sync_async()
+                log.warning("%s: records wait in the spool under %s for the daemon at %s; the run's "
+                            "end waits behind them and is sent once they are delivered", link.describe(),
+                            self._spool.target_dir, self._target)
                 return False
             await self._ensure_registered(link)
             try:
@@ -1186,6 +1190,12 @@ class TelemetrySession:
             pending_count = 0
             for frame in read_frames(segment):
                 batch = trainer_pb2.TelemetryBatch.FromString(frame)
+                if batch.HasField("finish"):
+                    if pending:
+                        await self._send_replayed(pending_run, pending, pending_count)
+                        pending, pending_count = [], 0
+                    await self._replay_finish(batch.finish)
+                    continue
                 frames = self._resplit(batch) if len(frame) > self._limit else [frame]
                 if pending and (batch.run_id != pending_run
                                 or len(pending) + len(frames) > _CALL_MAX_BATCHES):
@@ -1197,6 +1207,24 @@ class TelemetrySession:
             if pending:
                 await self._send_replayed(pending_run, pending, pending_count)
             self._spool.delivered(segment)
+
+    async def _replay_finish(self, request: trainer_pb2.FinishRunRequest) -> None:
+        """Send a spooled FinishRun, now that the records spooled before it are delivered. An
+        unreachable daemon keeps it in the spool; a refusal is logged and the replay goes on."""
+        link = self._link_without_control(request.run_id)
+        await self._ensure_registered(link)
+        try:
+            response = await self._stub.FinishRun(request, metadata=link.metadata,
+                                                  timeout=self._proxy.connect_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            failure = self._translate(err, request.run_id, "FinishRun")
+            if isinstance(failure, _DaemonUnavailable):
+                raise failure from None
+            log.warning("%s: the daemon at %s did not take the run's spooled end: %s", link.describe(),
+                        self._target, failure)
+            return
+        log.info("%s: the run's spooled end reached the daemon at %s: %s", link.describe(), self._target,
+                 trainer_pb2.RunStatus.Name(response.status))
 
     async def _send_replayed(self, run_id: str, payloads: list[bytes], count: int) -> None:
         self._link(run_id)

@@ -322,19 +322,21 @@ class RunRegistry:
         return run
 
     async def finish(self, run_id: str, failure_reason: str = "", worker_id: str = "", *,
-                     cancelled: bool = False) -> RunState:
+                     cancelled: bool = False, on_behalf_of: str = "") -> RunState:
         """FinishRun from producer ``worker_id``: FAULT with ``failure_reason`` at once when
         one is given; TERM marked "cancelled: ..." at once when ``cancelled`` (the producer
         was interrupted, so the run is incomplete whatever the others do); otherwise TERM
         once every producer registered for the run has finished it (until then the run stays
-        as it is). The caller makes sure everything published for the run is committed
-        first. A run already finished (or TERM) is left as it is."""
+        as it is). ``on_behalf_of``: the producer whose finish a spool replay by ``worker_id``
+        carries (both are done). The caller makes sure everything published for the run is
+        committed first. A run already finished (or TERM) is left as it is."""
         run = self.require(run_id)
         if run.finished or run.status is S.TERM:
             log.warning("run %s: already finished (%s); finish by '%s' ignored", run_id, run.status.name,
                         worker_id)
             return run
         run.producers.discard(worker_id)
+        run.producers.discard(on_behalf_of)
         if cancelled:
             run.finished = True
             await self._move(run, S.TERM, "cancelled: " + (failure_reason or "the producer was interrupted"))

@@ -106,6 +106,9 @@ async def test_with_the_daemon_down_records_wait_in_the_spool_and_reach_it_later
         later = await run_agents(online, spool_dir=spool)
         assert later.telemetry.pending_in_spool == 0
         assert stored_counts(daemon.store, "while-down", ["early"])["early"] == (result.steps, result.episodes)
+        # The run's end travelled in the spool behind its records: TERM, as its producer ended it.
+        ended = daemon.registry.get("while-down")
+        assert ended.status is RunStatus.TERM and not ended.failure_reason
     finally:
         await daemon.stop()
 

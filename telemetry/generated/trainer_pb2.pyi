@@ -322,20 +322,22 @@ class CoordinationMessage(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message_index: _Optional[int] = ..., direction: _Optional[str] = ..., peer: _Optional[str] = ..., kind: _Optional[str] = ..., bytes: _Optional[int] = ..., episode_index: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seq_id: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("run_id", "steps", "episodes", "messages", "step_columns", "episode_columns")
+    __slots__ = ("run_id", "steps", "episodes", "messages", "step_columns", "episode_columns", "finish")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     STEP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     EPISODE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     steps: _containers.RepeatedCompositeFieldContainer[RunStep]
     episodes: _containers.RepeatedCompositeFieldContainer[RunEpisode]
     messages: _containers.RepeatedCompositeFieldContainer[CoordinationMessage]
     step_columns: _containers.RepeatedCompositeFieldContainer[StepColumns]
     episode_columns: _containers.RepeatedCompositeFieldContainer[EpisodeColumns]
-    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[RunStep, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[RunEpisode, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[CoordinationMessage, _Mapping]]] = ..., step_columns: _Optional[_Iterable[_Union[StepColumns, _Mapping]]] = ..., episode_columns: _Optional[_Iterable[_Union[EpisodeColumns, _Mapping]]] = ...) -> None: ...
+    finish: FinishRunRequest
+    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[RunStep, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[RunEpisode, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[CoordinationMessage, _Mapping]]] = ..., step_columns: _Optional[_Iterable[_Union[StepColumns, _Mapping]]] = ..., episode_columns: _Optional[_Iterable[_Union[EpisodeColumns, _Mapping]]] = ..., finish: _Optional[_Union[FinishRunRequest, _Mapping]] = ...) -> None: ...
 
 class EpisodeColumns(_message.Message):
     __slots__ = ("agent_id", "worker_id", "episode_index", "total_reward", "steps", "terminated", "truncated", "metadata_json", "timestamp_ns")
@@ -408,14 +410,16 @@ class StreamMessagesRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., since_seq: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class FinishRunRequest(_message.Message):
-    __slots__ = ("run_id", "failure_reason", "cancelled")
+    __slots__ = ("run_id", "failure_reason", "cancelled", "worker_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     failure_reason: str
     cancelled: bool
-    def __init__(self, run_id: _Optional[str] = ..., failure_reason: _Optional[str] = ..., cancelled: _Optional[bool] = ...) -> None: ...
+    worker_id: str
+    def __init__(self, run_id: _Optional[str] = ..., failure_reason: _Optional[str] = ..., cancelled: _Optional[bool] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class FinishRunResponse(_message.Message):
     __slots__ = ("status",)
