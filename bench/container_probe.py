@@ -43,6 +43,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ from agents.container import run_agents
 from agents.telemetry_behaviour import DiscardSink, TelemetryBehaviour
 from telemetry.proxy import TelemetryGrpcProxy
 
-RUN_ID = "bench-container"
+#: Each container is a run of its own (a finished run_id is not reused): this and a suffix.
+RUN_ID_PREFIX = "bench-container"
 IDLE_RUN_ID = "bench-idle-session"
 #: More than any window can use up, so agents are still learning when it closes.
 EPISODES = 10_000_000
@@ -71,9 +73,10 @@ def _container(xmpp_port: int, agents: int, asl: str, telemetry: str | None) -> 
     xmpp = XmppConfig(host="localhost", port=xmpp_port)
     sink = (TelemetryConfig(target=telemetry, use_grpc_telemetry=True, jsonl_stdout=False) if telemetry
             else TelemetryConfig(use_grpc_telemetry=False, jsonl_stdout=False))
-    configs = [AgentConfig(agent_id=f"agent-{i}", run_id=RUN_ID, env_id="FrozenLake-v1", episodes=EPISODES,
+    run_id = f"{RUN_ID_PREFIX}-{uuid.uuid4().hex[:8]}"
+    configs = [AgentConfig(agent_id=f"agent-{i}", run_id=run_id, env_id="FrozenLake-v1", episodes=EPISODES,
                            asl=ASL_DIR / asl, seed=i, telemetry=sink, xmpp=xmpp) for i in range(agents)]
-    return ContainerConfig(run_id=RUN_ID, agents=configs, xmpp=xmpp, telemetry=sink)
+    return ContainerConfig(run_id=run_id, agents=configs, xmpp=xmpp, telemetry=sink)
 
 
 async def _sleep_until(epoch_s: float) -> None:
