@@ -192,6 +192,11 @@ class PursuitHunterEnv(gym.Env):
         """Take observations from `link` (a shared world) instead of the private one."""
         self._link = link
 
+    @property
+    def needs_report(self) -> bool:
+        """Whether this view's state includes what the partner tells (its sensation)."""
+        return self.partner_sensation
+
     def state_of(self, own: Sequence[int], partner: Sequence[int]) -> int:
         """This hunter's state index given both sensations (the partner's is ignored unless
         the view includes it)."""
