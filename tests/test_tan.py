@@ -16,6 +16,7 @@ from agents.coordination.learner import SharingQLearner
 from agents.coordination.stanza import StanzaSizer
 from agents.experiment.cell import CellTask
 from agents.experiment.spec import ExperimentError, parse_experiment
+from agents.experiment.tan_report import holm, tan_summary
 from agents.experiment.tan_metrics import blocks, crossover_trial, trial_metrics, window_mean
 from agents.qlearning import Hyperparameters
 from envs import make_env
@@ -180,6 +181,10 @@ def test_tan_measures_on_a_hand_made_trace():
         trial_metrics(trials[:4], training=5, cutoff=10, window=2)
 
 
+def test_holm_correction():
+    assert holm([0.01, 0.04, None, 0.03]) == [pytest.approx(0.03), pytest.approx(0.06), None, pytest.approx(0.06)]
+
+
 def test_crossover_is_where_cooperative_stays_below():
     independent = [100, 100, 100, 100, 100]
     assert crossover_trial([120, 90, 110, 95, 80], independent, block=50) == 150
@@ -279,6 +284,18 @@ def test_each_condition_plan_changes_what_is_shared(tmp_path):
     for hunter in agents["episodes"].values():
         assert coordination_sent(hunter) == {"transitions": training}
         assert hunter["shared_transitions_learned"] > 0
+    # Test trials: reports go on (they are perception), sharing stops (nothing is learned).
+    test_steps = {name: sum(s for s, _ in cell["tan"]["trials"][training:]) for name, cell in cells.items()}
+    scout_test = cells["scout"]["tan"]["test_messages"]["by_kind"]
+    assert scout_test["sensation"]["count"] == spec.final_eval_episodes + test_steps["scout"]
+    for name in ("shared", "averaging", "episodes"):
+        assert cells[name]["tan"]["test_messages"][COORDINATION]["count"] == 0
+    summary = tan_summary(spec, list(cells.values()))
+    shared = summary["conditions"]["shared"]
+    assert shared["per_step"][COORDINATION]["count"] == pytest.approx(2 * train_steps / train_steps)  # both hunters, every step
+    scout_summary = summary["conditions"]["scout"]["per_step"][COORDINATION]
+    assert scout_summary["count"] == pytest.approx((training + cells["scout"]["tan"]["metrics"]["training_steps"]) / cells["scout"]["tan"]["metrics"]["training_steps"])
+    assert [c["measure"] for c in summary["comparisons"][:3]] == ["early", "late", "test"]
     # The stanza is what the message weighs on the wire: more than its body.
     sensation = cells["scout"]["tan"]["messages"]["by_kind"]["sensation"]
     assert sensation["stanza_bytes"] > sensation["body_bytes"] > 0

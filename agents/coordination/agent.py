@@ -86,6 +86,10 @@ class CoordinatingAgent(LearningAgent):
                 raise ValueError(f"agent {self.agent_id}: partner {partner!r} must be one of its peers {sorted(self.peers)}")
             self.directory.setdefault(bare_jid(world_jid), "world")
             self.hunting.link = HunterLink(self, world_jid, partner)
+            link = self.hunting.link
+            # A message belongs to the world's episode the hunter is in (a reset request and the
+            # report that follows it already belong to the new one).
+            self.ledger.episode_of = lambda: link.episode
         self.coordination.publish_initial()
         for name, value in (settings or {}).items():
             self.learning.beliefs.set(name, Literal(value) if isinstance(value, str) else value)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 SENT = "sent"
 RECEIVED = "received"
@@ -103,6 +103,10 @@ class MessageLedger:
         self._sent_kind_bytes = Counter()
         self._sent_kind_stanza = Counter()
         self._sent_kind_bits: Counter = Counter()
+        #: Episodes from this index on are a later phase (Tan's test trials): their sent messages
+        #: are also counted apart (`phase_costs`), so a phase's cost is exact.
+        self.phase_from: Optional[int] = None
+        self._phase: dict[str, list] = {}
 
     def record(self, direction: str, peer: str, kind: str, size: int, stanza_bytes: int = 0, bits: float = 0.0) -> MessageRecord:
         """Account one message (`size`: body bytes; for a sent one also its stanza bytes and
@@ -119,7 +123,17 @@ class MessageLedger:
             self._sent_kind_bytes[kind] += size
             self._sent_kind_stanza[kind] += stanza_bytes
             self._sent_kind_bits[kind] += bits
+            if self.phase_from is not None and record.episode_index >= self.phase_from:
+                cost = self._phase.setdefault(kind, [0, 0, 0, 0.0])
+                cost[0] += 1
+                cost[1] += size
+                cost[2] += stanza_bytes
+                cost[3] += bits
         return record
+
+    def phase_costs(self) -> dict[str, KindCost]:
+        """The sent messages of episodes from `phase_from` on, by kind."""
+        return {kind: KindCost(*cost) for kind, cost in self._phase.items()}
 
     def drain(self) -> list[MessageRecord]:
         """Every record not yet handed to telemetry, oldest first."""

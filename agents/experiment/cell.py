@@ -244,12 +244,14 @@ def _tan_window(spec: ExperimentSpec) -> int:
     return min(spec.threshold.window, spec.episodes)
 
 
-def message_costs(ledgers: Sequence[MessageLedger]) -> dict[str, Any]:
-    """Every sent message of a cell by kind and by channel (coordination apart from the
-    environment's I/O): count, body bytes, stanza bytes and information bits."""
+def message_costs(ledgers: Sequence[MessageLedger], *, test_phase: bool = False) -> dict[str, Any]:
+    """Every sent message of a cell (or, `test_phase`, of its test trials only) by kind and by
+    channel (coordination apart from the environment's I/O): count, body bytes, stanza bytes
+    and information bits."""
     by_kind: dict[str, dict[str, float]] = {}
     for ledger in ledgers:
-        for kind, cost in ledger.totals().sent_cost_by_kind.items():
+        costs = ledger.phase_costs() if test_phase else ledger.totals().sent_cost_by_kind
+        for kind, cost in costs.items():
             into = by_kind.setdefault(kind, {"count": 0, "body_bytes": 0, "stanza_bytes": 0, "bits": 0.0})
             for key, value in cost.as_dict().items():
                 into[key] += value
@@ -310,6 +312,8 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                     start_timeout=START_TIMEOUT_S,
                     eval_episodes=0 if hosted else spec.threshold.eval_episodes,
                 )
+                if condition.tan:
+                    agent.ledger.phase_from = spec.episodes
                 agents.append(agent)
                 behaviour = TelemetryBehaviour(records, sink, gate=Gate.of_session(session) if session is not None else None)
                 behaviour.attach(agent)
@@ -329,6 +333,8 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                     port=server.client_port,
                     start_timeout=START_TIMEOUT_S,
                 )
+                if condition.tan:
+                    world.ledger.phase_from = spec.episodes
                 world.add_behaviour(MessageTelemetryBehaviour(world.ledger, session))
                 await world.start()
             await asyncio.gather(*(agent.start() for agent in agents))
@@ -405,6 +411,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
             "trials": [[steps, int(captured)] for steps, captured in world.trials],
             "metrics": trial_metrics(world.trials, spec.episodes, TanOptions(**_tan_world(task)).max_steps, _tan_window(spec)),
             "messages": message_costs(ledgers),
+            "test_messages": message_costs(ledgers, test_phase=True),
         }
     return {
         "experiment": spec.name,
