@@ -4,7 +4,9 @@ hand-made trace, and the message accounting (channels, stanza bytes)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import envs.multiagent  # noqa: F401 - registers MosaicTan-v0
 from agents.coordination.ledger import COORDINATION, ENVIRONMENT, SENT, MessageLedger, channel_of
 from agents.coordination.learner import SharingQLearner
 from agents.coordination.stanza import StanzaSizer
+from agents.experiment import separate
 from agents.experiment.cell import CellTask
 from agents.experiment.spec import ExperimentError, parse_experiment
 from agents.experiment.tan_report import holm, tan_summary
@@ -308,3 +311,19 @@ def test_tan_conditions_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ExperimentError) as caught:
         tan_spec(tmp_path, [{"name": "x"}])
     assert caught.value.key == "conditions[0].plan"
+
+
+@pytest.mark.timeout(240)
+def test_movers_in_separate_processes_play_the_same_trials_over_the_server(tmp_path):
+    # In one process the agents' messages never touch the XMPP server (SPADE's in-process
+    # dispatch); with each agent in a process of its own every message crosses it. The world is
+    # lockstep and every agent's randomness seeded: the trials and the messages must not change.
+    spec = tan_spec(tmp_path, [{"name": "mutual", "plan": "asl/coord_tan_mutual.asl", "settings": {"view": "mutual"}}])
+    task = CellTask(spec, spec.conditions[0], 1, None, None)
+    (together,) = run_cells([task], tmp_path)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        apart = pool.submit(separate._separated_in_process, task).result(timeout=200)
+    assert apart["trials"] == together["tan"]["trials"]
+    assert apart["messages"] == together["tan"]["messages"]
+    assert apart["messages"][COORDINATION]["count"] == sum(coordination_sent(a)["sensation"] for a in together["agents"]) > 0
