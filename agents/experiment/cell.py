@@ -262,6 +262,27 @@ def message_costs(ledgers: Sequence[MessageLedger], *, test_phase: bool = False)
     return {"by_kind": by_kind, **channels}
 
 
+def world_agent(task: CellTask, run_id: str, jid: str, mover_jids: Sequence[str], mover_ids: Sequence[str], port: int) -> WorldAgent:
+    """The environment agent of a hosted cell (not started)."""
+    spec = task.spec
+    world = WorldAgent(
+        jid,
+        secrets.token_urlsafe(12),
+        run_id=run_id,
+        hunters=mover_jids,
+        hunter_ids=mover_ids,
+        world=_hosted_world(task),
+        seed=task.seed * 1000 + 999,
+        # Test trials: the same starts in every condition of a seed.
+        reseed_at=(spec.episodes, spec.final_eval_seed + task.seed) if task.condition.tan else None,
+        port=port,
+        start_timeout=START_TIMEOUT_S,
+    )
+    if task.condition.tan:
+        world.ledger.phase_from = spec.episodes
+    return world
+
+
 def _hosted_world(task: CellTask) -> PursuitHost | TanHost:
     if task.condition.tan:
         return TanHost(TanWorld(TanOptions(**_tan_world(task))))
@@ -320,21 +341,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                 behaviours.append(behaviour)
                 agent.add_behaviour(MessageTelemetryBehaviour(agent.ledger, session))
             if hosted:
-                world = WorldAgent(
-                    world_jid,
-                    secrets.token_urlsafe(12),
-                    run_id=run_id,
-                    hunters=[jids[a] for a in ids],
-                    hunter_ids=ids,
-                    world=_hosted_world(task),
-                    seed=task.seed * 1000 + 999,
-                    # Test trials: the same starts in every condition of a seed.
-                    reseed_at=(spec.episodes, spec.final_eval_seed + task.seed) if condition.tan else None,
-                    port=server.client_port,
-                    start_timeout=START_TIMEOUT_S,
-                )
-                if condition.tan:
-                    world.ledger.phase_from = spec.episodes
+                world = world_agent(task, run_id, world_jid, [jids[a] for a in ids], ids, server.client_port)
                 world.add_behaviour(MessageTelemetryBehaviour(world.ledger, session))
                 await world.start()
             await asyncio.gather(*(agent.start() for agent in agents))

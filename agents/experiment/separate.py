@@ -33,17 +33,16 @@ from agents.experiment.cell import (
     CellTask,
     _agent_config,
     _agent_ids,
-    _hosted_world,
     _partner,
     _settings,
     message_costs,
     run_cell,
+    world_agent,
 )
 from agents.experiment.spec import ExperimentError, load_experiment
 from agents.records import RecordBuffer
 from agents.telemetry_behaviour import DiscardSink, TelemetryBehaviour
 from agents.xmpp_server import start_xmpp_server
-from envs.multiagent.world_agent import WorldAgent
 
 AGENT_TIME_LIMIT_S = 3600.0
 
@@ -112,19 +111,7 @@ async def run_separated(task: CellTask) -> dict[str, Any]:
     ids = _agent_ids(task)
     jids = {a: agent_jid(a, server.host) for a in [*ids, "world"]}
     try:
-        world = WorldAgent(
-            jids["world"],
-            secrets.token_urlsafe(12),
-            run_id=run_id,
-            hunters=[jids[a] for a in ids],
-            hunter_ids=ids,
-            world=_hosted_world(task),
-            seed=task.seed * 1000 + 999,
-            reseed_at=(spec.episodes, spec.final_eval_seed + task.seed),
-            port=server.client_port,
-            start_timeout=START_TIMEOUT_S,
-        )
-        world.ledger.phase_from = spec.episodes
+        world = world_agent(task, run_id, jids["world"], [jids[a] for a in ids], ids, server.client_port)
         await world.start()
         loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")

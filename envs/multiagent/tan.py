@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from envs.multiagent.pursuit import MOVES, N_ACTIONS
+from envs.multiagent.pursuit import MOVES, N_ACTIONS, StepOutcome
 
 CAPTURE_RULES = ("single", "joint")
 VIEWS = ("own", "scouted", "passive", "mutual")
@@ -108,18 +108,10 @@ class Percept:
 
 
 @dataclass(frozen=True)
-class TanStep:
-    """What a reset or a step produced: every mover's percept, the hunters' reward, the end flags."""
+class TanStep(StepOutcome):
+    """What a reset or a step produced: the outcome and every mover's percept."""
 
     percepts: tuple[Percept, ...]
-    reward: float
-    terminated: bool
-    truncated: bool
-    steps: int
-
-    @property
-    def captured(self) -> bool:
-        return self.terminated
 
 
 class TanWorld:
@@ -144,7 +136,7 @@ class TanWorld:
             if not self.captured():
                 break
         self.steps = 0
-        return TanStep(self.percepts(), 0.0, False, False, 0)
+        return TanStep(0.0, False, False, 0, percepts=self.percepts())
 
     def step(self, actions: Sequence[int]) -> TanStep:
         movers = self.options.movers
@@ -157,7 +149,7 @@ class TanWorld:
             self.prey = self.moved(self.prey, int(self._rng.integers(N_ACTIONS)))
             captured = self.captured()
         truncated = not captured and self.steps >= self.options.max_steps
-        return TanStep(self.percepts(), CAPTURE_REWARD if captured else STEP_REWARD, captured, truncated, self.steps)
+        return TanStep(CAPTURE_REWARD if captured else STEP_REWARD, captured, truncated, self.steps, percepts=self.percepts())
 
     def moved(self, cell: Cell, action: int) -> Cell:
         """Where `action` takes a mover from `cell` (a wall keeps it in place; a torus wraps)."""

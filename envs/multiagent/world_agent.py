@@ -33,7 +33,7 @@ from spade.message import Message
 from agents.coordination import wire
 from agents.coordination.ledger import RECEIVED, SENT, MessageLedger
 from agents.coordination.stanza import StanzaSizer
-from envs.multiagent.pursuit import HUNTERS, PursuitWorld
+from envs.multiagent.pursuit import HUNTERS, PursuitWorld, StepOutcome
 from envs.multiagent.tan import TanWorld, offset_states
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,7 @@ class _Outbox(CyclicBehaviour):
         await self.send(await self.messages.get())
 
 
-class Answer(Protocol):
-    """A reset's or step's result, as far as the world agent needs it."""
-
-    reward: float
-    terminated: bool
-    truncated: bool
-    steps: int
+Answer = StepOutcome
 
 
 class HostedWorld(Protocol):
@@ -74,13 +68,12 @@ class HostedWorld(Protocol):
     def observation_bits(self) -> float: ...
 
 
-class PursuitHost:
-    """The two-hunter pursuit world: each hunter is told the prey's offset."""
+class _Host:
+    """Hands resets and steps to the hosted world; subclasses say what each mover is told."""
 
-    movers = HUNTERS
-
-    def __init__(self, world: PursuitWorld):
+    def __init__(self, world: Any, movers: int):
         self.world = world
+        self.movers = movers
 
     @property
     def steps(self) -> int:
@@ -91,6 +84,13 @@ class PursuitHost:
 
     def step(self, actions: Sequence[int]) -> Answer:
         return self.world.step(actions)
+
+
+class PursuitHost(_Host):
+    """The two-hunter pursuit world: each hunter is told the prey's offset."""
+
+    def __init__(self, world: PursuitWorld):
+        super().__init__(world, HUNTERS)
 
     def told(self, result: Any) -> list[dict[str, Any]]:
         return [{"offset": list(offset)} for offset in result.sensations]
@@ -100,22 +100,11 @@ class PursuitHost:
         return math.log2(self.world.size**2) + math.log2(3)
 
 
-class TanHost:
+class TanHost(_Host):
     """Tan's world: each mover is told its cell, the prey's offset and its partner's (or null)."""
 
     def __init__(self, world: TanWorld):
-        self.world = world
-        self.movers = world.options.movers
-
-    @property
-    def steps(self) -> int:
-        return self.world.steps
-
-    def reset(self, seed: Optional[int]) -> Answer:
-        return self.world.reset(seed)
-
-    def step(self, actions: Sequence[int]) -> Answer:
-        return self.world.step(actions)
+        super().__init__(world, world.options.movers)
 
     def told(self, result: Any) -> list[dict[str, Any]]:
         return [
