@@ -327,3 +327,43 @@ def test_movers_in_separate_processes_play_the_same_trials_over_the_server(tmp_p
     assert apart["trials"] == together["tan"]["trials"]
     assert apart["messages"] == together["tan"]["messages"]
     assert apart["messages"][COORDINATION]["count"] == sum(coordination_sent(a)["sensation"] for a in together["agents"]) > 0
+
+
+class _Partner:
+    """What HunterLink needs of its agent to receive reports (no XMPP: the parsing alone)."""
+
+    def __init__(self, env):
+        self.learning = type("Learning", (), {"env": type("Env", (), {"gym_env": env})()})()
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"kind": "sensation", "episode": 0, "step": 0, "cell": [1, 99], "prey": None},
+        {"kind": "sensation", "episode": 0, "step": 0, "cell": "x", "prey": None},
+        {"kind": "sensation", "episode": 0, "step": 0, "cell": [1, 1], "prey": [0, 50]},
+        {"kind": "location", "episode": "0", "step": 0, "cell": [1, 1]},
+        {"kind": "location", "episode": 0, "step": True, "cell": [1, 1]},
+    ],
+    ids=["cell-off-grid", "cell-not-a-list", "prey-too-far", "episode-text", "step-bool"],
+)
+def test_a_hostile_report_is_refused_with_what_is_wrong(report):
+    from agents.coordination import wire
+    from agents.coordination.hunting import HunterLink
+
+    env = make_env(TAN_ENV_ID, size=10, scouts=1, view="scouted").gym_env.unwrapped
+    link = HunterLink(_Partner(env), "world@localhost", "scout")
+    with pytest.raises(wire.PayloadError, match="from scout is not usable"):
+        link.receive("scout", report)
+
+
+async def test_a_second_report_for_the_same_step_is_refused():
+    from agents.coordination import wire
+    from agents.coordination.hunting import HunterLink
+
+    env = make_env(TAN_ENV_ID, size=10, scouts=1, view="scouted").gym_env.unwrapped
+    link = HunterLink(_Partner(env), "world@localhost", "scout")
+    report = {"kind": "sensation", "episode": 0, "step": 0, "cell": [1, 1], "prey": [0, 1]}
+    link.receive("scout", report)
+    with pytest.raises(wire.PayloadError, match="a second sensation from scout for episode 0 step 0"):
+        link.receive("scout", dict(report))

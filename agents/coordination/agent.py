@@ -181,7 +181,10 @@ class CoordinatingAgent(LearningAgent):
         if payload["kind"] in (wire.Q_TABLE, wire.TRANSITIONS):
             self.coordination.receive(peer, payload)
         elif self.hunting.link is not None and payload["kind"] in (wire.WORLD_OBSERVATION, *wire.REPORT_KINDS):
-            self.hunting.link.receive(peer, payload)
+            try:
+                self.hunting.link.receive(peer, payload)
+            except wire.PayloadError as err:
+                logger.warning("agent %s (run %s): ignored a message: %s", self.agent_id, self.run_id, err)
         else:
             logger.warning("agent %s (run %s): ignored a %s message from %s", self.agent_id, self.run_id, payload["kind"], peer)
         if self.bdi is not None:

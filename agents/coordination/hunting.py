@@ -76,9 +76,19 @@ class HunterLink:
     # -------------------------------------------------------------- messages in
 
     def receive(self, peer: str, payload: dict[str, Any]) -> None:
-        """A world_observation (from the world) or a report (from the partner)."""
+        """A world_observation (from the world) or a report (from the partner). PayloadError for
+        one this hunter cannot use (no valid episode, step, cell or prey; a second one for a step)."""
         kind = wire.SENSATION if payload["kind"] in wire.REPORT_KINDS else payload["kind"]
-        self._future(kind, int(payload["episode"]), int(payload["step"])).set_result(payload)
+        try:
+            episode, step = _whole(payload["episode"]), _whole(payload["step"])
+            if self.tan and kind == wire.SENSATION:
+                _check_report(payload, self.view.options.size)
+        except (KeyError, TypeError, ValueError) as err:
+            raise wire.PayloadError(f"{payload['kind']} from {peer} is not usable: {err}") from None
+        future = self._future(kind, episode, step)
+        if future.done():
+            raise wire.PayloadError(f"a second {payload['kind']} from {peer} for episode {episode} step {step}")
+        future.set_result(payload)
 
     def _future(self, kind: str, episode: int, step: int) -> asyncio.Future:
         key = (kind, episode, step)
@@ -180,6 +190,21 @@ class HunterLink:
         state = self._state()
         self._pending = None
         return state, float(answer["reward"]), bool(answer["terminated"]), bool(answer["truncated"])
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _check_report(payload: dict[str, Any], size: int) -> None:
+    """A Tan report's cell must be on the grid and its prey (if any) an offset within it."""
+    cell, prey = payload["cell"], payload.get("prey")
+    if not (isinstance(cell, list) and len(cell) == 2 and all(0 <= _whole(c) < size for c in cell)):
+        raise ValueError(f"cell must be [row, column] on the {size}x{size} grid, got {cell!r}")
+    if prey is not None and not (isinstance(prey, list) and len(prey) == 2 and all(abs(_whole(d)) < size for d in prey)):
+        raise ValueError(f"prey must be null or [dx, dy] within the grid, got {prey!r}")
 
 
 class HunterActions:
