@@ -45,7 +45,10 @@ bench: install
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Both shipped coordination experiments, in full; results land in docs/results/.
+# Every shipped coordination experiment, in full; results land in docs/results/.
 experiments: install
 	$(PY) -m agents experiment experiments/frozenlake8x8_sharing.toml --out docs/results/frozenlake8x8_sharing
 	$(PY) -m agents experiment experiments/pursuit_joint.toml --out docs/results/pursuit_joint
+	$(PY) -m agents experiment experiments/tan_scout.toml --out docs/results/tan_scout
+	$(PY) -m agents experiment experiments/tan_sharing.toml --out docs/results/tan_sharing
+	$(PY) -m agents experiment experiments/tan_joint.toml --out docs/results/tan_joint

@@ -10,6 +10,9 @@ announced as beliefs:
                                 one; Rule = average | visits (agents.coordination.merge)
   .share_transitions          send the last finished episode's transitions to every peer
                                                                                     (kind transitions)
+  .share_last_transition      send the last transition learned from to every peer: two agents that
+                                each learn from their own and the other's every step update their
+                                tables alike (one shared policy, distributed)        (kind transitions)
   .learn_shared_transitions   apply a Q-update for every transition received since the last call
   .evaluate_progress(N)       N greedy episodes (as .rl_evaluate) and a point on the agent's
                                 greedy-evaluation curve (episodes to a threshold are read from it)
@@ -69,6 +72,7 @@ class CoordinationActions:
         add(".share_q_table", 0, self._a_share_q_table)
         add(".merge_q_tables", 1, self._a_merge_q_tables)
         add(".share_transitions", 0, self._a_share_transitions)
+        add(".share_last_transition", 0, self._a_share_last_transition)
         add(".learn_shared_transitions", 0, self._a_learn_shared_transitions)
         add(".evaluate_progress", 1, self._a_evaluate_progress)
 
@@ -106,7 +110,7 @@ class CoordinationActions:
     def _a_share_q_table(self, agent, term, intention):
         learner = self._learner
         body = wire.encode_q_table(learner.q, learner.visits, self.agent.learning.episode_index)
-        self.agent.post_to_peers(wire.Q_TABLE, body)
+        self.agent.post_to_peers(wire.Q_TABLE, body, wire.q_table_bits(learner.q))
         yield
 
     def _a_merge_q_tables(self, agent, term, intention):
@@ -126,7 +130,15 @@ class CoordinationActions:
     def _a_share_transitions(self, agent, term, intention):
         episode = self._learner.last_episode
         if len(episode):
-            self.agent.post_to_peers(wire.TRANSITIONS, wire.encode_transitions(episode, self.agent.learning.episode_index))
+            body = wire.encode_transitions(episode, self.agent.learning.episode_index)
+            self.agent.post_to_peers(wire.TRANSITIONS, body, wire.transitions_bits(episode))
+        yield
+
+    def _a_share_last_transition(self, agent, term, intention):
+        transition = self._learner.last_transition
+        if len(transition):
+            body = wire.encode_transitions(transition, self.agent.learning.episode_index)
+            self.agent.post_to_peers(wire.TRANSITIONS, body, wire.transitions_bits(transition))
         yield
 
     def _a_learn_shared_transitions(self, agent, term, intention):

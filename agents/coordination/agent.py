@@ -37,6 +37,7 @@ from agents.coordination.actions import CoordinationActions
 from agents.coordination.hunting import HunterActions, HunterLink
 from agents.coordination.ledger import RECEIVED, SENT, MessageLedger
 from agents.coordination.learner import SharingQLearner
+from agents.coordination.stanza import StanzaSizer
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,16 @@ class CoordinatingAgent(LearningAgent):
         env = self.learning.env
         self.learning.learner = SharingQLearner(env.n_states, env.n_actions, config.hyperparameters)
         self.ledger = MessageLedger(self.run_id, self.agent_id, episode_of=lambda: self.learning.episode_index)
+        self.stanzas = StanzaSizer()
         if world_jid is not None:
-            if partner not in self.peers:
+            if partner is not None and partner not in self.peers:
                 raise ValueError(f"agent {self.agent_id}: partner {partner!r} must be one of its peers {sorted(self.peers)}")
             self.directory.setdefault(bare_jid(world_jid), "world")
             self.hunting.link = HunterLink(self, world_jid, partner)
+            link = self.hunting.link
+            # A message belongs to the world's episode the hunter is in (a reset request and the
+            # report that follows it already belong to the new one).
+            self.ledger.episode_of = lambda: link.episode
         self.coordination.publish_initial()
         for name, value in (settings or {}).items():
             self.learning.beliefs.set(name, Literal(value) if isinstance(value, str) else value)
@@ -110,12 +116,21 @@ class CoordinatingAgent(LearningAgent):
             ilf = agentspeak.grounded(term.args[1], intention.scope)
             # The body exactly as spade-bdi builds it, to count its bytes.
             body = agentspeak.asl_str(agentspeak.freeze(term.args[2], intention.scope, {}))
+            ilf_name = str(getattr(ilf, "functor", ilf))
+            size = len(body.encode())
             for receiver in receivers:
-                self.ledger.record(SENT, self.peer_name(str(receiver)), f"bdi_{getattr(ilf, 'functor', ilf)}", len(body.encode()))
+                to = self.peer_jid(str(receiver))
+                stanza = self.stanzas.size(str(self.jid), to, body, {"performative": "BDI", "ilf_type": ilf_name})
+                # No compact encoding is known for a BDI literal: its text is its information.
+                self.ledger.record(SENT, self.peer_name(to), f"bdi_{ilf_name}", size, stanza, 8 * size)
             return send(agent, term, intention)
 
         # Actions.add refuses to replace an action; the registry's table is where it lives.
         actions.actions[(".send", 3)] = accounted_send
+
+    def peer_jid(self, receiver: str) -> str:
+        """The JID a spade-bdi receiver names: a peer's agent id, or a JID as it is."""
+        return self.peers.get(receiver, receiver)
 
     def peer_name(self, jid: Any) -> str:
         """The agent id behind a JID (its local part if the agent is unknown)."""
@@ -128,21 +143,26 @@ class CoordinatingAgent(LearningAgent):
 
     # --------------------------------------------------------------- sending
 
-    def _message(self, jid: str, kind: str, body: str) -> Message:
-        self.ledger.record(SENT, self.peer_name(jid), kind, len(body.encode()))
-        return Message(to=jid, body=body, metadata={"performative": wire.PERFORMATIVE, "kind": kind})
+    def _message(self, jid: str, kind: str, body: str, bits: Optional[float]) -> Message:
+        """The message, accounted: body bytes, stanza bytes and information bits (`bits`; None:
+        the body's own bits, for a message with no more compact encoding)."""
+        metadata = {"performative": wire.PERFORMATIVE, "kind": kind}
+        size = len(body.encode())
+        stanza = self.stanzas.size(str(self.jid), jid, body, metadata)
+        self.ledger.record(SENT, self.peer_name(jid), kind, size, stanza, 8 * size if bits is None else bits)
+        return Message(to=jid, body=body, metadata=metadata)
 
-    async def send_coordination(self, jid: str, kind: str, body: str) -> None:
-        """Send a coordination message now (accounted)."""
-        await self.bdi.send(self._message(jid, kind, body))
+    async def send_coordination(self, jid: str, kind: str, body: str, bits: Optional[float] = None) -> None:
+        """Send a message now (accounted)."""
+        await self.bdi.send(self._message(jid, kind, body, bits))
 
-    def post(self, jid: str, kind: str, body: str) -> None:
-        """Send a coordination message from a synchronous action (accounted; sent by a task)."""
-        self.submit(self.bdi.send(self._message(jid, kind, body)))
+    def post(self, jid: str, kind: str, body: str, bits: Optional[float] = None) -> None:
+        """Send a message from a synchronous action (accounted; sent by a task)."""
+        self.submit(self.bdi.send(self._message(jid, kind, body, bits)))
 
-    def post_to_peers(self, kind: str, body: str) -> None:
+    def post_to_peers(self, kind: str, body: str, bits: Optional[float] = None) -> None:
         for jid in self.peers.values():
-            self.post(jid, kind, body)
+            self.post(jid, kind, body, bits)
 
     # -------------------------------------------------------------- receiving
 
@@ -163,8 +183,11 @@ class CoordinatingAgent(LearningAgent):
             return []
         if payload["kind"] in (wire.Q_TABLE, wire.TRANSITIONS):
             self.coordination.receive(peer, payload)
-        elif self.hunting.link is not None and payload["kind"] in (wire.WORLD_OBSERVATION, wire.SENSATION):
-            self.hunting.link.receive(peer, payload)
+        elif self.hunting.link is not None and payload["kind"] in (wire.WORLD_OBSERVATION, *wire.REPORT_KINDS):
+            try:
+                self.hunting.link.receive(peer, payload)
+            except wire.PayloadError as err:
+                logger.warning("agent %s (run %s): ignored a message: %s", self.agent_id, self.run_id, err)
         else:
             logger.warning("agent %s (run %s): ignored a %s message from %s", self.agent_id, self.run_id, payload["kind"], peer)
         if self.bdi is not None:

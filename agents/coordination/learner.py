@@ -7,6 +7,8 @@ Same learning as `agents.qlearning.QLearner` (it is one), plus:
   ``wire.TRANSITION_DTYPE`` array, for experience sharing;
 - ``learn_replayed``: a Q-update from a peer's transition, which changes the table but neither
   the visit counts nor the transitions to share (a peer's experience is not passed on again);
+- ``last_transition``: the last transition it learned from (one shared policy: sent every step);
+- ``choose_boltzmann``: Tan's exploration, P(a) proportional to exp(Q(s, a) / T).
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ class SharingQLearner(QLearner):
         self.visits[state, action] += 1
         self._episode.append((state, action, reward, next_state, terminated))
         return super().learn(state, action, reward, next_state, terminated)
+
+    @property
+    def last_transition(self) -> np.ndarray:
+        """The last transition learned from in the open episode (empty at its start)."""
+        return np.array(self._episode[-1:], dtype=TRANSITION_DTYPE)
+
+    def choose_boltzmann(self, state: int, temperature: float) -> int:
+        """An action drawn with probability proportional to exp(Q(state, a) / temperature)."""
+        values = self.q[state] / temperature
+        weights = np.exp(values - values.max())
+        cumulative = np.cumsum(weights)
+        return int(np.searchsorted(cumulative, self._uniform() * cumulative[-1], side="right"))
 
     def learn_replayed(self, transitions: np.ndarray) -> int:
         """Q-updates from a peer's transitions (a TRANSITION_DTYPE array); how many were applied."""

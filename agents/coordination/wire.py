@@ -9,8 +9,9 @@ size for a Q-table, so the byte counts in the telemetry measure a compact encodi
   float32 keeps 7 significant digits, far below the noise of a Q-value estimate.
 - ``transitions``: one episode's transitions (state uint32, action uint8, reward float32,
   next state uint32, terminated uint8: 14 bytes each).
-- pursuit world protocol (``world_reset``, ``world_action``, ``world_observation``) and
-  ``sensation``: small JSON objects, one per step.
+- pursuit world protocol (``world_reset``, ``world_action``, ``world_observation``), and what
+  a partner reports each step: ``sensation`` (what it sees, and in Tan's world its cell) and
+  ``location`` (its cell only): small JSON objects, one per step.
 
 ``encode`` returns the body text; ``decode`` returns the dict with arrays decoded, or raises
 ``PayloadError`` saying what is wrong (a peer speaking another protocol, a truncated body).
@@ -30,7 +31,10 @@ WORLD_RESET = "world_reset"
 WORLD_ACTION = "world_action"
 WORLD_OBSERVATION = "world_observation"
 SENSATION = "sensation"
-KINDS = (Q_TABLE, TRANSITIONS, WORLD_RESET, WORLD_ACTION, WORLD_OBSERVATION, SENSATION)
+LOCATION = "location"
+KINDS = (Q_TABLE, TRANSITIONS, WORLD_RESET, WORLD_ACTION, WORLD_OBSERVATION, SENSATION, LOCATION)
+#: What a partner reports about a step (a hunter whose view needs a report waits for one).
+REPORT_KINDS = (SENSATION, LOCATION)
 
 #: SPADE message metadata marking a coordination message (BDI messages use "BDI").
 PERFORMATIVE = "coordination"
@@ -78,6 +82,16 @@ def encode_q_table(q: np.ndarray, visits: np.ndarray, episode: int) -> str:
 def encode_transitions(transitions: np.ndarray, episode: int) -> str:
     """One episode's transitions (a TRANSITION_DTYPE array)."""
     return encode(TRANSITIONS, episode=int(episode), n=int(len(transitions)), data=_b64(transitions.astype(TRANSITION_DTYPE)))
+
+
+def q_table_bits(q: np.ndarray) -> int:
+    """Information bits of a q_table message: its float32 values and uint32 visit counts."""
+    return 64 * int(q.size)
+
+
+def transitions_bits(transitions: np.ndarray) -> int:
+    """Information bits of a transitions message: 14 bytes per transition."""
+    return 8 * TRANSITION_DTYPE.itemsize * len(transitions)
 
 
 def decode(body: str) -> dict[str, Any]:

@@ -34,12 +34,15 @@ from agents.container import agent_jid
 from agents.coordination.agent import CoordinatingAgent
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
 from agents.experiment.spec import Condition, ExperimentSpec
+from agents.experiment.tan_metrics import trial_metrics
+from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
 from agents.qlearning import Hyperparameters
 from agents.records import RecordBuffer, RecordChunk
 from agents.telemetry_behaviour import DiscardSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import start_xmpp_server
 from envs.multiagent import PursuitWorld, joint_state_index, sensation_index
-from envs.multiagent.world_agent import WorldAgent
+from envs.multiagent.tan import TanOptions, TanWorld
+from envs.multiagent.world_agent import PursuitHost, TanHost, WorldAgent
 from telemetry import TelemetryGrpcProxy
 
 logger = logging.getLogger(__name__)
@@ -135,22 +138,55 @@ def evaluate_hunters(
     return captures / episodes
 
 
+#: Tan's exploration temperature (Boltzmann), unless a condition sets temperature.
+TAN_TEMPERATURE = 0.4
+SCOUT_ID = "scout"
+
+
 def _agent_ids(task: CellTask) -> list[str]:
-    prefix = "hunter" if task.condition.hunting else "learner"
+    """The cell's agents, in the world's mover order (hunters, then the scout)."""
+    condition = task.condition
+    if condition.tan:
+        world = TanOptions(**_tan_world(task))
+        return [f"hunter-{i + 1}" for i in range(world.hunters)] + [SCOUT_ID] * world.scouts
+    prefix = "hunter" if condition.hunting else "learner"
     return [f"{prefix}-{i + 1}" for i in range(task.spec.learners)]
+
+
+def _tan_world(task: CellTask) -> dict[str, Any]:
+    """The options of a tan condition's world (without the agents' view)."""
+    return {k: v for k, v in task.condition.world_kwargs(task.spec.env_kwargs).items() if k != "view"}
+
+
+def _partner(task: CellTask, agent_id: str, ids: Sequence[str]) -> Optional[str]:
+    """Whose report a mover waits for and to whom it reports: the other hunter, or hunter and
+    scout to each other."""
+    if task.condition.tan:
+        if SCOUT_ID in ids:
+            return SCOUT_ID if agent_id != SCOUT_ID else ids[0]
+        others = [a for a in ids if a != agent_id]
+        return others[0] if others else None
+    if task.condition.hunting:
+        return next(a for a in ids if a != agent_id)
+    return None
 
 
 def _agent_config(task: CellTask, run_id: str, agent_id: str, index: int) -> AgentConfig:
     spec, condition = task.spec, task.condition
     env_kwargs = dict(spec.env_kwargs)
+    episodes = spec.episodes
     if condition.hunting:
         env_kwargs["partner_sensation"] = condition.kind == "joint_hunters"
+    if condition.tan:
+        env_kwargs = condition.world_kwargs(spec.env_kwargs)
+        env_kwargs["role"] = "scout" if agent_id == SCOUT_ID else "hunter"
+        episodes += spec.final_eval_episodes  # the test trials follow the training trials
     seed = task.seed * 1000 + index + 1  # the same agents' seeds in every condition: paired cells
     return AgentConfig(
         agent_id=agent_id,
         run_id=run_id,
         env_id=spec.env_id,
-        episodes=spec.episodes,
+        episodes=episodes,
         env_kwargs=env_kwargs,
         max_steps_per_episode=spec.max_steps_per_episode,
         hyperparameters=Hyperparameters(**spec.hyperparameters, seed=seed),
@@ -160,9 +196,14 @@ def _agent_config(task: CellTask, run_id: str, agent_id: str, index: int) -> Age
     )
 
 
-def _settings(task: CellTask) -> dict[str, Any]:
+def _settings(task: CellTask, agent_id: str) -> dict[str, Any]:
     threshold = task.spec.threshold
     settings: dict[str, Any] = dict(task.condition.settings)
+    if task.condition.tan:
+        settings["role"] = "scout" if agent_id == SCOUT_ID else "hunter"
+        settings["training_trials"] = task.spec.episodes
+        settings.setdefault("temperature", TAN_TEMPERATURE)
+        return settings
     if threshold.measure == "greedy_evaluation":
         settings.setdefault("eval_every", threshold.eval_every)
         settings.setdefault("eval_episodes", threshold.eval_episodes)
@@ -198,6 +239,57 @@ async def _wait_for_agents(task: CellTask, agents: Sequence[LearningAgent], beha
             future.cancel()
 
 
+def _tan_window(spec: ExperimentSpec) -> int:
+    """Trials in Tan's early and late means: the threshold's window (50: one of Tan's blocks)."""
+    return min(spec.threshold.window, spec.episodes)
+
+
+def message_costs(ledgers: Sequence[MessageLedger], *, test_phase: bool = False) -> dict[str, Any]:
+    """Every sent message of a cell (or, `test_phase`, of its test trials only) by kind and by
+    channel (coordination apart from the environment's I/O): count, body bytes, stanza bytes
+    and information bits."""
+    by_kind: dict[str, dict[str, float]] = {}
+    for ledger in ledgers:
+        costs = ledger.phase_costs() if test_phase else ledger.totals().sent_cost_by_kind
+        for kind, cost in costs.items():
+            into = by_kind.setdefault(kind, {"count": 0, "body_bytes": 0, "stanza_bytes": 0, "bits": 0.0})
+            for key, value in cost.as_dict().items():
+                into[key] += value
+    channels = {}
+    for channel in (COORDINATION, ENVIRONMENT):
+        kinds = [c for k, c in by_kind.items() if channel_of(k) == channel]
+        channels[channel] = {key: sum(c[key] for c in kinds) for key in ("count", "body_bytes", "stanza_bytes", "bits")}
+    return {"by_kind": by_kind, **channels}
+
+
+def world_agent(task: CellTask, run_id: str, jid: str, mover_jids: Sequence[str], mover_ids: Sequence[str], port: int) -> WorldAgent:
+    """The environment agent of a hosted cell (not started)."""
+    spec = task.spec
+    world = WorldAgent(
+        jid,
+        secrets.token_urlsafe(12),
+        run_id=run_id,
+        hunters=mover_jids,
+        hunter_ids=mover_ids,
+        world=_hosted_world(task),
+        seed=task.seed * 1000 + 999,
+        # Test trials: the same starts in every condition of a seed.
+        reseed_at=(spec.episodes, spec.final_eval_seed + task.seed) if task.condition.tan else None,
+        port=port,
+        start_timeout=START_TIMEOUT_S,
+    )
+    if task.condition.tan:
+        world.ledger.phase_from = spec.episodes
+    return world
+
+
+def _hosted_world(task: CellTask) -> PursuitHost | TanHost:
+    if task.condition.tan:
+        return TanHost(TanWorld(TanOptions(**_tan_world(task))))
+    options = {k: v for k, v in task.spec.env_kwargs.items() if k in ("size", "max_steps", "prey_moves")}
+    return PursuitHost(PursuitWorld(**options))
+
+
 async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run one cell to the end; its measurements as a JSON-ready dict. Raises CellError."""
     spec, condition = task.spec, task.condition
@@ -219,7 +311,8 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
             sink = CurveSink(SessionSink(session) if session is not None else DiscardSink(), steps=spec.telemetry_steps)
             ids = _agent_ids(task)
             jids = {agent_id: agent_jid(agent_id, server.host) for agent_id in ids}
-            world_jid = agent_jid("world", server.host) if condition.hunting else None
+            hosted = condition.hunting or condition.tan
+            world_jid = agent_jid("world", server.host) if hosted else None
             directory = {jid: agent_id for agent_id, jid in jids.items()}
             behaviours: list[TelemetryBehaviour] = []
             for index, agent_id in enumerate(ids):
@@ -233,31 +326,22 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                     peers=peers,
                     directory=directory,
                     world_jid=world_jid,
-                    partner=next(iter(peers)) if condition.hunting else None,
-                    settings=_settings(task),
+                    partner=_partner(task, agent_id, ids),
+                    settings=_settings(task, agent_id),
                     records=records,
                     port=server.client_port,
                     start_timeout=START_TIMEOUT_S,
-                    eval_episodes=0 if condition.hunting else spec.threshold.eval_episodes,
+                    eval_episodes=0 if hosted else spec.threshold.eval_episodes,
                 )
+                if condition.tan:
+                    agent.ledger.phase_from = spec.episodes
                 agents.append(agent)
                 behaviour = TelemetryBehaviour(records, sink, gate=Gate.of_session(session) if session is not None else None)
                 behaviour.attach(agent)
                 behaviours.append(behaviour)
                 agent.add_behaviour(MessageTelemetryBehaviour(agent.ledger, session))
-            if condition.hunting:
-                options = {k: v for k, v in spec.env_kwargs.items() if k in ("size", "max_steps", "prey_moves")}
-                world = WorldAgent(
-                    world_jid,
-                    secrets.token_urlsafe(12),
-                    run_id=run_id,
-                    hunters=[jids[a] for a in ids],
-                    hunter_ids=ids,
-                    world=PursuitWorld(**options),
-                    seed=task.seed * 1000 + 999,
-                    port=server.client_port,
-                    start_timeout=START_TIMEOUT_S,
-                )
+            if hosted:
+                world = world_agent(task, run_id, world_jid, [jids[a] for a in ids], ids, server.client_port)
                 world.add_behaviour(MessageTelemetryBehaviour(world.ledger, session))
                 await world.start()
             await asyncio.gather(*(agent.start() for agent in agents))
@@ -316,8 +400,9 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                 "sent_bytes_by_kind": totals.sent_bytes_by_kind,
                 "merges": agent.coordination.merges_done,
                 "shared_transitions_learned": agent.coordination.shared_transitions_learned,
-                "returns": sink.returns[agent.agent_id],
-                "successes": [int(s) for s in successes],
+                # Tan's agents play test trials after the budget: the curves are the training trials'.
+                "returns": sink.returns[agent.agent_id][: spec.episodes],
+                "successes": [int(s) for s in successes][: spec.episodes],
                 "evaluations": [[p.episodes, p.steps, p.success_rate, p.mean_return] for p in evaluations],
             }
         )
@@ -325,6 +410,16 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
     if world is not None:
         totals = world.ledger.totals()
         world_row = {"agent_id": world.agent_id, "messages_sent": totals.sent, "bytes_sent": totals.sent_bytes, "messages_received": totals.received, "bytes_received": totals.received_bytes, "captures": world.captures}
+    tan = None
+    if condition.tan:
+        ledgers = [agent.ledger for agent in agents] + [world.ledger]
+        tan = {
+            "world": _tan_world(task),
+            "trials": [[steps, int(captured)] for steps, captured in world.trials],
+            "metrics": trial_metrics(world.trials, spec.episodes, TanOptions(**_tan_world(task)).max_steps, _tan_window(spec)),
+            "messages": message_costs(ledgers),
+            "test_messages": message_costs(ledgers, test_phase=True),
+        }
     return {
         "experiment": spec.name,
         "digest": spec.digest(),
@@ -336,4 +431,5 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
         "elapsed_s": round(time.monotonic() - started, 3),
         "agents": rows,
         "world": world_row,
+        "tan": tan,
     }

@@ -13,7 +13,8 @@
 - prints progress (each cell's start and end, and periodic episode counts from the cells) and
   appends the same to `out_dir/run.log`;
 - aggregates every cell file into results.csv, summary.md and learning_curves.png
-  (agents.experiment.report).
+  (agents.experiment.report), and for Tan's conditions tan_summary.json / tan_summary.md
+  (agents.experiment.tan_report).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Callable, Optional
 from agents.experiment.cell import CellError, CellTask, run_cell
 from agents.experiment.report import write_reports
 from agents.experiment.spec import ExperimentSpec
+from agents.experiment.tan_report import write_tan_summary
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +241,8 @@ async def run_experiment(
             tell(f"cell {task.label}: queued")
         ran, failures = await _run_cells(pending, cells_dir, jobs or spec.jobs, tell) if pending else ([], [])
         files = write_reports(spec, out_dir, store_path=db_path)
+        if any(c.tan for c in spec.conditions):
+            files += write_tan_summary(spec, out_dir)
         tell("wrote " + ", ".join(str(f) for f in files))
         if failures:
             raise ExperimentRunError(

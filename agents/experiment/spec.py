@@ -39,6 +39,14 @@ An experiment is a TOML file (see experiments/*.toml)::
     share_every = 100
     merge_rule = "visits"
 
+Tan (1993) conditions (kind ``tan``, env_id ``MosaicTan-v0``) take their movers from the world:
+``env_kwargs`` holds the world shared by every condition, a condition's settings may change its
+world keys (``TAN_WORLD_SETTINGS``: e.g. ``scouts = 1``, ``scout_depth = 3``, ``view =
+"scouted"``), and its plan (required: an ``asl/coord_tan_*.asl`` file) says what is told and
+shared. Every agent trains ``episodes`` trials, then plays ``final_evaluation.episodes`` test
+trials (the world reseeded with ``final_evaluation.seed`` + the cell's seed, the same in every
+condition); ``learners`` does not apply.
+
 Every problem raises `ExperimentError` whose `key` names the key (``conditions[1].kind``,
 ``threshold.value``, ``hyperparameters.alpha``) and whose message says what is allowed.
 Paths are relative to the experiment file.
@@ -61,7 +69,7 @@ from agents.config import ConfigError, parse_container_config
 from agents.coordination.agent import plan_actions
 from agents.coordination.merge import RULES
 from envs import make_env
-from envs.multiagent import PURSUIT_ENV_ID
+from envs.multiagent import PURSUIT_ENV_ID, TAN_ENV_ID
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 ASL_DIR = REPO_ROOT / "asl"
@@ -69,7 +77,10 @@ ASL_DIR = REPO_ROOT / "asl"
 #: Condition kinds: the learners' kind and what their plans do.
 SHARING_KINDS = ("independent", "policy_sharing", "experience_sharing")
 HUNTING_KINDS = ("joint_hunters", "independent_hunters", "random_hunters")
-KINDS = SHARING_KINDS + HUNTING_KINDS
+TAN_KIND = "tan"
+KINDS = SHARING_KINDS + HUNTING_KINDS + (TAN_KIND,)
+#: Settings of a tan condition that change its world (the rest become beliefs, as for any kind).
+TAN_WORLD_SETTINGS = ("hunters", "scouts", "depth", "scout_depth", "capture", "view")
 #: Settings each kind requires (name -> check), beyond which any number or string is a belief.
 _REQUIRED_SETTINGS = {"policy_sharing": ("share_every",)}
 MEASURES = ("greedy_evaluation", "training_window")
@@ -98,6 +109,14 @@ class Condition:
     @property
     def hunting(self) -> bool:
         return self.kind in HUNTING_KINDS
+
+    @property
+    def tan(self) -> bool:
+        return self.kind == TAN_KIND
+
+    def world_kwargs(self, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A tan condition's world options: the experiment's, changed by its world settings."""
+        return {**env_kwargs, **{k: v for k, v in self.settings.items() if k in TAN_WORLD_SETTINGS}}
 
 
 @dataclass(frozen=True)
@@ -216,7 +235,7 @@ def parse_experiment(data: Mapping[str, Any], *, base_dir: Path, source: str = "
     steps = telemetry.get("steps", True)
     if not isinstance(steps, bool):
         raise _fail("telemetry.steps", f"must be true or false, got {steps!r}")
-    conditions = _conditions(data.get("conditions"), base_dir, env_id, learners)
+    conditions = _conditions(data.get("conditions"), base_dir, env_id, learners, env_kwargs)
     threshold = _threshold(_table(_require(data, "threshold"), "threshold"), env_id, env_kwargs, episodes, conditions)
     final = _table(data.get("final_evaluation", {}), "final_evaluation")
     _check_keys(final, ("episodes", "seed"), "final_evaluation")
@@ -269,7 +288,7 @@ def _check_agent_settings(env_id: Any, env_kwargs: dict, episodes: int, max_step
         raise ExperimentError(err.problem.replace("agent_defaults.", ""), key=key) from None
 
 
-def _conditions(value: Any, base_dir: Path, env_id: str, learners: int) -> list[Condition]:
+def _conditions(value: Any, base_dir: Path, env_id: str, learners: int, env_kwargs: Mapping[str, Any]) -> list[Condition]:
     if not isinstance(value, list) or not value:
         raise _fail("conditions", "is required: a list of [[conditions]] tables, each with name and kind")
     conditions: list[Condition] = []
@@ -291,9 +310,13 @@ def _conditions(value: Any, base_dir: Path, env_id: str, learners: int) -> list[
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise _fail(f"{path}.kind", f"is an unknown condition {kind!r}{hint} (known: {', '.join(KINDS)})")
         hunting = kind in HUNTING_KINDS
+        if (kind == TAN_KIND) != (env_id == TAN_ENV_ID):
+            raise _fail(f"{path}.kind", f"Tan's conditions (kind {TAN_KIND!r}) and only they run in {TAN_ENV_ID!r}: got kind {kind!r} with env_id {env_id!r}")
+        if kind == TAN_KIND and "plan" not in entry:
+            raise _fail(f"{path}.plan", "is required for a tan condition: one of the asl/coord_tan_*.asl plans (what is told and shared)")
         if hunting and env_id != PURSUIT_ENV_ID:
             raise _fail(f"{path}.kind", f"{kind!r} hunts in the shared pursuit world: env_id must be {PURSUIT_ENV_ID!r}, got {env_id!r}")
-        if not hunting and env_id == PURSUIT_ENV_ID:
+        if not hunting and env_id == PURSUIT_ENV_ID and kind != TAN_KIND:
             raise _fail(f"{path}.kind", f"{kind!r} learns alone: the pursuit world needs joint_hunters, independent_hunters or random_hunters")
         if hunting and learners != 2:
             raise _fail("learners", f"must be 2 for the hunting conditions (two hunters), got {learners}")
@@ -309,6 +332,8 @@ def _conditions(value: Any, base_dir: Path, env_id: str, learners: int) -> list[
             _int(settings["share_every"], f"{path}.settings.share_every", 1)
         if "merge_rule" in settings and settings["merge_rule"] not in RULES:
             raise _fail(f"{path}.settings.merge_rule", f"must be one of {', '.join(RULES)}, got {settings['merge_rule']!r}")
+        if kind == TAN_KIND:
+            _check_tan_world(settings, env_kwargs, path)
         plan = Path(entry["plan"]) if "plan" in entry else ASL_DIR / f"coord_{kind}.asl"
         if not plan.is_absolute():
             plan = (base_dir / plan).resolve() if "plan" in entry else plan
@@ -318,6 +343,18 @@ def _conditions(value: Any, base_dir: Path, env_id: str, learners: int) -> list[
             raise _fail(f"{path}.plan", str(err)) from None
         conditions.append(Condition(name, kind, str(plan), dict(settings)))
     return conditions
+
+
+def _check_tan_world(settings: Mapping[str, Any], env_kwargs: Mapping[str, Any], path: str) -> None:
+    """A tan condition's world must build, for its hunters and its scout."""
+    world = {**env_kwargs, **{k: v for k, v in settings.items() if k in TAN_WORLD_SETTINGS}}
+    roles = ["hunter"] + (["scout"] if world.get("scouts", 0) else [])
+    for role in roles:
+        try:
+            with make_env(TAN_ENV_ID, **{**world, "role": role}):
+                pass
+        except ValueError as err:
+            raise _fail(f"{path}.settings", f"make a world that cannot be built: {err}") from None
 
 
 def _threshold(table: dict, env_id: str, env_kwargs: dict, episodes: int, conditions: list[Condition]) -> Threshold:

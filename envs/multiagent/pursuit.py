@@ -78,10 +78,10 @@ def joint_state_index(own: Sequence[int], partner: Sequence[int], size: int) -> 
 
 
 @dataclass(frozen=True)
-class WorldStep:
-    """What one joint step produced: each hunter's prey offset, the shared reward, the end flags."""
+class StepOutcome:
+    """How a reset or a step of a shared world ended for its hunters: the reward, the end flags
+    and the step count (a world's own result adds what each mover perceives)."""
 
-    sensations: tuple[tuple[int, int], ...]
     reward: float
     terminated: bool
     truncated: bool
@@ -90,6 +90,13 @@ class WorldStep:
     @property
     def captured(self) -> bool:
         return self.terminated
+
+
+@dataclass(frozen=True)
+class WorldStep(StepOutcome):
+    """What one joint step produced: the outcome and each hunter's prey offset."""
+
+    sensations: tuple[tuple[int, int], ...]
 
 
 class PursuitWorld:
@@ -117,7 +124,7 @@ class PursuitWorld:
             if not self._captured():
                 break
         self.steps = 0
-        return WorldStep(self.sensations(), 0.0, False, False, 0)
+        return WorldStep(0.0, False, False, 0, sensations=self.sensations())
 
     def step(self, actions: Sequence[int]) -> WorldStep:
         if len(actions) != HUNTERS or any(not 0 <= a < N_ACTIONS for a in actions):
@@ -131,7 +138,7 @@ class PursuitWorld:
                 self.prey = free[int(self._rng.integers(len(free)))]
             captured = self._captured()
         truncated = not captured and self.steps >= self.max_steps
-        return WorldStep(self.sensations(), CAPTURE_REWARD if captured else 0.0, captured, truncated, self.steps)
+        return WorldStep(CAPTURE_REWARD if captured else 0.0, captured, truncated, self.steps, sensations=self.sensations())
 
     def sensations(self) -> tuple[tuple[int, int], ...]:
         """Each hunter's view of the prey: (dx, dy) on the torus."""
@@ -191,6 +198,11 @@ class PursuitHunterEnv(gym.Env):
     def attach(self, link: WorldLink) -> None:
         """Take observations from `link` (a shared world) instead of the private one."""
         self._link = link
+
+    @property
+    def needs_report(self) -> bool:
+        """Whether this view's state includes what the partner tells (its sensation)."""
+        return self.partner_sensation
 
     def state_of(self, own: Sequence[int], partner: Sequence[int]) -> int:
         """This hunter's state index given both sensations (the partner's is ignored unless

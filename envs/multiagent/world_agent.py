@@ -1,25 +1,30 @@
-"""`WorldAgent`: the SPADE agent that hosts a pursuit world and that the hunters talk to.
+"""`WorldAgent`: the SPADE agent that hosts a shared world and that its movers talk to.
 
-Protocol (bodies in agents.coordination.wire; every message is accounted in the world's own
-MessageLedger, under agent_id "world" by default):
+The world is a pursuit world (envs.multiagent.pursuit, two hunters) or Tan's world
+(envs.multiagent.tan: hunters and a scout), wrapped by `PursuitHost` / `TanHost`, which say
+what each mover is told. Protocol (bodies in agents.coordination.wire; every message is
+accounted in the world's own MessageLedger, under agent_id "world" by default):
 
-- each hunter sends ``world_reset {episode}``; once both asked for the same episode the world
-  is reset (seeded at the first episode, then continuing its stream) and each hunter gets
-  ``world_observation {episode, step: 0, offset, reward: 0, terminated: false, truncated: false}``
-  with its own sensation (the prey's offset from it);
-- each hunter sends ``world_action {episode, step, action}``; once both actions of that step are
-  in, the world steps and each hunter gets ``world_observation {episode, step + 1, offset,
-  reward, terminated, truncated}``.
+- each mover sends ``world_reset {episode}``; once all asked for the same episode the world
+  is reset (seeded at the first episode, then continuing its stream) and each mover gets
+  ``world_observation {episode, step: 0, reward: 0, terminated: false, truncated: false, ...}``
+  with what it perceives (pursuit: ``offset``, the prey's offset; Tan: ``cell``, ``prey``,
+  ``partner``);
+- each mover sends ``world_action {episode, step, action}``; once every action of that step is
+  in, the world steps and each mover gets ``world_observation {episode, step + 1, ...}``.
 
-The world never moves on with one hunter's action alone: the hunters act together, in step.
-Messages are handled as they are dispatched; answers leave through one behaviour, in order.
+The world never moves on with one mover's action alone: they act together, in step. Every
+trial's length and whether it ended in a capture are kept (`trials`): the authoritative steps
+per trial. Messages are handled as they are dispatched; answers leave through one behaviour,
+in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Optional, Sequence
+import math
+from typing import Any, Optional, Protocol, Sequence
 
 from spade.agent import Agent
 from spade.behaviour import CyclicBehaviour
@@ -27,7 +32,9 @@ from spade.message import Message
 
 from agents.coordination import wire
 from agents.coordination.ledger import RECEIVED, SENT, MessageLedger
-from envs.multiagent.pursuit import HUNTERS, PursuitWorld, WorldStep
+from agents.coordination.stanza import StanzaSizer
+from envs.multiagent.pursuit import HUNTERS, PursuitWorld, StepOutcome
+from envs.multiagent.tan import TanWorld, offset_states
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +50,78 @@ class _Outbox(CyclicBehaviour):
         await self.send(await self.messages.get())
 
 
+Answer = StepOutcome
+
+
+class HostedWorld(Protocol):
+    """A world the agent hosts: how many movers, reset/step, and what each mover is told."""
+
+    movers: int
+    steps: int
+
+    def reset(self, seed: Optional[int]) -> Answer: ...
+
+    def step(self, actions: Sequence[int]) -> Answer: ...
+
+    def told(self, result: Answer) -> list[dict[str, Any]]: ...
+
+    def observation_bits(self) -> float: ...
+
+
+class _Host:
+    """Hands resets and steps to the hosted world; subclasses say what each mover is told."""
+
+    def __init__(self, world: Any, movers: int):
+        self.world = world
+        self.movers = movers
+
+    @property
+    def steps(self) -> int:
+        return self.world.steps
+
+    def reset(self, seed: Optional[int]) -> Answer:
+        return self.world.reset(seed)
+
+    def step(self, actions: Sequence[int]) -> Answer:
+        return self.world.step(actions)
+
+
+class PursuitHost(_Host):
+    """The two-hunter pursuit world: each hunter is told the prey's offset."""
+
+    def __init__(self, world: PursuitWorld):
+        super().__init__(world, HUNTERS)
+
+    def told(self, result: Any) -> list[dict[str, Any]]:
+        return [{"offset": list(offset)} for offset in result.sensations]
+
+    def observation_bits(self) -> float:
+        # The offset (one of size**2) and how the step ended (going on, captured, cut off).
+        return math.log2(self.world.size**2) + math.log2(3)
+
+
+class TanHost(_Host):
+    """Tan's world: each mover is told its cell, the prey's offset and its partner's (or null)."""
+
+    def __init__(self, world: TanWorld):
+        super().__init__(world, world.options.movers)
+
+    def told(self, result: Any) -> list[dict[str, Any]]:
+        return [
+            {"cell": list(p.cell), "prey": None if p.prey is None else list(p.prey), "partner": None if p.partner is None else list(p.partner)}
+            for p in result.percepts
+        ]
+
+    def observation_bits(self) -> float:
+        # A hunter's answer: its cell, the prey (within depth or unseen), the partner (if any),
+        # and how the step ended (going on, captured, cut off); the reward follows from that.
+        options = self.world.options
+        bits = math.log2(options.size**2) + math.log2(offset_states(options.depth)) + math.log2(3)
+        return bits + (math.log2(offset_states(options.depth)) if options.hunters == 2 else 0.0)
+
+
 class WorldAgent(Agent):
-    """Hosts one `PursuitWorld` for two hunters (their JIDs, in world order)."""
+    """Hosts one world (`PursuitHost` or `TanHost`) for its movers (their JIDs, in world order)."""
 
     def __init__(
         self,
@@ -54,14 +131,15 @@ class WorldAgent(Agent):
         run_id: str,
         hunters: Sequence[str],
         hunter_ids: Sequence[str],
-        world: PursuitWorld,
+        world: HostedWorld,
         seed: Optional[int],
+        reseed_at: Optional[tuple[int, int]] = None,
         agent_id: str = "world",
         port: int = 5222,
         start_timeout: float = 10.0,
     ):
-        if len(hunters) != HUNTERS or len(hunter_ids) != HUNTERS:
-            raise ValueError(f"a pursuit world needs {HUNTERS} hunters, got {list(hunters)!r}")
+        if len(hunters) != world.movers or len(hunter_ids) != world.movers:
+            raise ValueError(f"this world needs {world.movers} movers, got {list(hunters)!r}")
         policy = asyncio.get_event_loop_policy()
         try:
             super().__init__(jid, password, port=port)
@@ -71,12 +149,15 @@ class WorldAgent(Agent):
         self.run_id = run_id
         self.world = world
         self.seed = seed
+        self.reseed_at = reseed_at  # (episode, seed): from that episode on, a fresh stream (test trials)
         self.start_timeout = start_timeout
         self.hunters = [str(h).split("/", 1)[0] for h in hunters]
         self.hunter_ids = list(hunter_ids)
         self.episode = -1
         self.episodes_started = 0
         self.captures = 0
+        self.trials: list[tuple[int, bool]] = []  # (steps, captured) of every finished trial
+        self.stanzas = StanzaSizer()
         self.ledger = MessageLedger(run_id, agent_id, episode_of=lambda: self.episode)
         self._resets: dict[int, set[int]] = {}
         self._actions: dict[tuple[int, int], dict[int, int]] = {}
@@ -118,12 +199,15 @@ class WorldAgent(Agent):
     def _on_reset(self, hunter: int, episode: int) -> None:
         waiting = self._resets.setdefault(episode, set())
         waiting.add(hunter)
-        if len(waiting) < HUNTERS:
+        if len(waiting) < self.world.movers:
             return
         del self._resets[episode]
         self.episode = episode
         self.episodes_started += 1
-        start = self.world.reset(self.seed if self.episodes_started == 1 else None)
+        seed = self.seed if self.episodes_started == 1 else None
+        if self.reseed_at is not None and episode == self.reseed_at[0]:
+            seed = self.reseed_at[1]
+        start = self.world.reset(seed)
         self._answer(episode, start)
 
     def _on_action(self, hunter: int, episode: int, step: int, action: int) -> None:
@@ -131,25 +215,29 @@ class WorldAgent(Agent):
             raise ValueError(f"action for episode {episode} step {step}, the world is at episode {self.episode} step {self.world.steps}")
         actions = self._actions.setdefault((episode, step), {})
         actions[hunter] = action
-        if len(actions) < HUNTERS:
+        if len(actions) < self.world.movers:
             return
         del self._actions[(episode, step)]
-        result = self.world.step([actions[i] for i in range(HUNTERS)])
-        self.captures += result.captured
+        result = self.world.step([actions[i] for i in range(self.world.movers)])
+        self.captures += result.terminated
+        if result.terminated or result.truncated:
+            self.trials.append((result.steps, result.terminated))
         self._answer(episode, result)
 
-    def _answer(self, episode: int, result: WorldStep) -> None:
-        for hunter, (jid, offset) in enumerate(zip(self.hunters, result.sensations)):
+    def _answer(self, episode: int, result: Answer) -> None:
+        bits = self.world.observation_bits()
+        sender = str(self.jid)
+        metadata = {"performative": wire.PERFORMATIVE, "kind": wire.WORLD_OBSERVATION}
+        for mover, (jid, told) in enumerate(zip(self.hunters, self.world.told(result))):
             body = wire.encode(
                 wire.WORLD_OBSERVATION,
                 episode=episode,
                 step=result.steps,
-                offset=list(offset),
+                **told,
                 reward=result.reward,
                 terminated=result.terminated,
                 truncated=result.truncated,
             )
-            self.ledger.record(SENT, self.hunter_ids[hunter], wire.WORLD_OBSERVATION, len(body.encode()))
-            self.outbox.messages.put_nowait(
-                Message(to=jid, body=body, metadata={"performative": wire.PERFORMATIVE, "kind": wire.WORLD_OBSERVATION})
-            )
+            stanza = self.stanzas.size(sender, jid, body, metadata)
+            self.ledger.record(SENT, self.hunter_ids[mover], wire.WORLD_OBSERVATION, len(body.encode()), stanza, bits)
+            self.outbox.messages.put_nowait(Message(to=jid, body=body, metadata=dict(metadata)))
