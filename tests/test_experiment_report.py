@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agents.coordination.actions import EvaluationPoint
 from agents.experiment.cell import episodes_to_threshold
-from agents.experiment.report import summary_markdown
+from agents.experiment.report import summary_json, summary_markdown
 from agents.experiment.spec import parse_experiment
 
 
@@ -49,18 +51,40 @@ def cell(condition: str, kind: str, seed: int, reached: list, success: float) ->
     }
 
 
-def test_summary_censors_at_the_budget_and_names_significance(tmp_path):
+def test_summary_never_averages_censored_seeds_and_corrects_its_comparisons(tmp_path):
     s = spec(tmp_path)
     cells = [cell("independent", "independent", k, [None, 100 - k], 0.5) for k in (1, 2, 3)]
     cells += [cell("experience", "experience_sharing", k, [20 + k, 30 + k], 0.9) for k in (1, 2, 3)]
     text = summary_markdown(s, cells, None)
-    assert "| independent | independent | 3 | 3/6 agents | 99 [" in text  # (100 + 99) / 2 = 99.5 with the budget for None
-    assert "experience reached the threshold faster on average" in text
-    assert "significant at the 5% level" in text and "not significant" not in text.split("**Final")[0]
+    # Every independent seed has an agent that never got there: censored, no mean of them.
+    assert "| independent | independent | 3 | 0/3 seeds | not reached by half the seeds |" in text
+    assert "| experience | experience_sharing | 3 | 3/3 seeds | 32 |" in text   # Kaplan-Meier median of 31, 32, 33
+    # Speed: experience first in all 3 paired seeds; a sign test on 3 pairs cannot show it.
+    assert "experience reached the threshold first in 3 seed(s), independent in 0, 0 without an order; no difference shown" in text
+    assert "this is not evidence that they are the same" in text
+    # Success: +0.4 in every seed, significant even after Holm over the two comparisons.
+    assert "a difference of +0.400 per seed" in text and "significant after Holm's correction" in text
+    assert "**Caution:** 3 seed(s) per condition" in text
+    assert "t-test" not in text.split("**Speed")[1].split("**Final")[0]
+
+
+def test_summary_json_holds_what_the_summary_says(tmp_path):
+    s = spec(tmp_path)
+    cells = [cell("independent", "independent", k, [None, 100 - k], 0.5) for k in (1, 2, 3)]
+    cells += [cell("experience", "experience_sharing", k, [20 + k, 30 + k], 0.9) for k in (1, 2, 3)]
+    data = summary_json(s, cells)
+    assert data["conditions"]["independent"]["reached_threshold"] == 0
+    assert data["conditions"]["independent"]["median_episodes_to_threshold"] is None
+    success = data["conditions"]["experience"]["final_greedy_success"]
+    assert success["mean"] == 0.9 and success["low"] <= 1.0 and success["high"] <= 1.0
+    [speed, better] = data["comparisons"]
+    assert (speed["measure"], speed["first_condition"], speed["first_baseline"]) == ("speed", 3, 0)
+    assert speed["p"] == 0.25 and speed["p_holm"] == 0.25
+    assert better["difference"]["mean"] == pytest.approx(0.4) and better["p_holm"] == 0.0
 
 
 def test_summary_says_when_nobody_reached_the_threshold(tmp_path):
     s = spec(tmp_path)
     cells = [cell(name, kind, k, [None, None], 0.1) for name, kind in (("independent", "independent"), ("experience", "experience_sharing")) for k in (1, 2, 3)]
     text = summary_markdown(s, cells, None)
-    assert "no agent of either condition reached the threshold within 100 episodes" in text
+    assert "this run cannot say which learns faster by that measure" in text

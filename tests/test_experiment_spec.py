@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.experiment.spec import ExperimentError, load_experiment, parse_experiment
-from agents.experiment.stats import mean_interval, t_quantile, t_two_sided_p, welch_test
+from agents.experiment.stats import censored_median, holm, mean_interval, paired_censored, paired_difference
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,17 +113,22 @@ def test_the_command_rejects_a_bad_file_before_running_anything(tmp_path):
     assert not out.exists()
 
 
-def test_t_distribution_matches_the_tables():
-    for df, value in ((1, 12.706), (4, 2.776), (9, 2.262), (30, 2.042)):
-        assert t_quantile(0.975, df) == pytest.approx(value, abs=1e-3)
-    assert t_two_sided_p(2.776445, 4) == pytest.approx(0.05, abs=1e-6)
+def test_statistics_against_known_values():
     interval = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert (interval.low, interval.high) == pytest.approx((3 - 1.9632, 3 + 1.9632), abs=1e-3)
+    assert (interval.low, interval.high) == pytest.approx((3 - 2.776445 * 1.5811 / 5**0.5, 3 + 2.776445 * 1.5811 / 5**0.5), abs=1e-3)
+    # A rate's interval never leaves [0, 1].
+    rate = mean_interval([0.0, 0.0, 1.0], (0.0, 1.0))
+    assert rate.low == 0.0 and rate.high == 1.0
+    # Paired t-test on differences 1, 1, 2, 3: t = 3.656, df = 3.
+    difference, p = paired_difference([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 1.0, 1.0])
+    assert difference.mean == 1.75 and p == pytest.approx(0.0354, abs=1e-3)
+    assert holm([0.01, 0.04, None, 0.03]) == [pytest.approx(0.03), pytest.approx(0.06), None, pytest.approx(0.06)]
 
 
-def test_welch_test():
-    result = welch_test([10.0, 11.0, 12.0, 13.0, 14.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    assert result.difference == 9.0 and result.p < 0.001 and result.low > 0
-    same = welch_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert same.p == pytest.approx(1.0) and same.low < 0 < same.high
-    assert welch_test([1.0], [2.0, 3.0]) is None
+def test_censored_first_passages_are_compared_by_order_never_by_a_mean():
+    # 10 beats "never"; never vs never has no order; 30 loses to 20.
+    compared = paired_censored([10, None, 30], [None, None, 20])
+    assert (compared.first_a, compared.first_b, compared.ties, compared.p) == (1, 1, 1, 1.0)
+    assert paired_censored([None, None], [None, None]).p is None
+    assert censored_median([10, 20, None, None], budget=100) == 20
+    assert censored_median([10, None, None], budget=100) is None

@@ -19,7 +19,8 @@ from agents.coordination.stanza import StanzaSizer
 from agents.experiment import separate
 from agents.experiment.cell import CellTask
 from agents.experiment.spec import ExperimentError, parse_experiment
-from agents.experiment.tan_report import holm, tan_summary
+from agents.experiment.stats import holm
+from agents.experiment.tan_report import tan_summary
 from agents.experiment.tan_metrics import blocks, crossover_trial, trial_metrics, window_mean
 from agents.qlearning import Hyperparameters
 from envs import make_env

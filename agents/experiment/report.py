@@ -1,13 +1,17 @@
 """Turn an experiment's cell files into results.csv, summary.md and learning_curves.png.
 
 Units: an agent is a row of results.csv; for statistics the unit is the *cell* (one seed of one
-condition), whose value is the mean over its agents, because the agents of one cell are not
-independent of each other (they share). Means come with t-based 95% confidence intervals over
-seeds, comparisons with Welch's t-test (agents.experiment.stats).
+condition), because the agents of one cell are not independent of each other (they share). A
+cell's final greedy success is the mean of its agents'; a cell reached the threshold at the
+episode by which *all* its agents had, or never (censored at the budget) if one of them did not.
 
-"Episodes to threshold" of an agent that never reached it within the budget is censored at the
-budget for the means and tests (the summary says how many reached it), so a condition is never
-flattered by leaving out the agents that failed.
+The comparisons are declared by the design: every condition against the first, on speed to the
+threshold and on final greedy success, paired by seed, Holm-corrected together
+(agents.experiment.stats). Censored first-passage times are never averaged: the table gives
+how many seeds reached the threshold and the Kaplan-Meier median, and speed is compared with a
+paired sign test over the seeds whose order is known. A difference that is not significant is
+reported as "no difference shown", never as "the same"; below five seeds the summary says that
+it can show little.
 
 When the daemon's store is at hand, the summary also checks that it holds exactly the messages
 (count, direction, bytes, per agent) that the results count, cell by cell.
@@ -25,7 +29,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from agents.experiment.spec import ExperimentSpec
-from agents.experiment.stats import mean_interval, welch_test
+from agents.experiment.stats import Interval, censored_median, holm, mean_interval, paired_censored, paired_difference
+
+#: Below this many seeds per condition, a summary warns that it can show little.
+FEW_SEEDS = 5
 
 CSV_COLUMNS = (
     "experiment", "condition", "kind", "seed", "agent_id", "run_id", "episodes", "episodes_to_threshold",
@@ -89,14 +96,16 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------ per condition
 
 
-def _cell_value(cell: dict[str, Any], metric: str, budget: int) -> float:
-    values = []
-    for agent in cell["agents"]:
-        value = agent[metric]
-        if metric == "episodes_to_threshold" and value is None:
-            value = budget
-        values.append(float("nan") if value is None else float(value))
+def _cell_value(cell: dict[str, Any], metric: str) -> float:
+    """The mean of a cell's agents (NaN when not measured)."""
+    values = [float("nan") if a[metric] is None else float(a[metric]) for a in cell["agents"]]
     return float(np.mean(values))
+
+
+def _cell_passage(cell: dict[str, Any]) -> Optional[float]:
+    """The episode by which every agent of the cell reached the threshold; None if one never did."""
+    times = [a["episodes_to_threshold"] for a in cell["agents"]]
+    return None if any(t is None for t in times) else float(max(times))
 
 
 def _by_condition(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -106,10 +115,9 @@ def _by_condition(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict
     return {c.name: grouped[c.name] for c in spec.conditions if grouped[c.name]}
 
 
-def _interval_text(values: Sequence[float], digits: int) -> str:
-    interval = mean_interval(values)
-    if interval.half_width is None:
-        return f"{interval.mean:,.{digits}f}"
+def _interval_text(interval: Interval, digits: int) -> str:
+    if interval.low is None:
+        return f"{interval.mean:,.{digits}f} (one seed: no interval)"
     return f"{interval.mean:,.{digits}f} [{interval.low:,.{digits}f}, {interval.high:,.{digits}f}]"
 
 
@@ -170,24 +178,24 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
     lines += [
         f"- Environment: `{spec.env_id}` {json.dumps(spec.env_kwargs)}; {spec.learners} agents per cell; budget {budget:,} episodes per agent.",
         f"- Seeds: {', '.join(map(str, spec.seeds))} ({len(spec.seeds)} per condition). Hyperparameters: {json.dumps(spec.hyperparameters)}.",
-        f"- Threshold: {threshold.value:g} ({source}); episodes to threshold = {measure}. "
-        f"Agents that never reached it count as {budget:,} (the budget).",
+        f"- Threshold: {threshold.value:g} ({source}); an agent reaches it at {measure}. A seed (cell) reaches it when all "
+        "its agents have; a seed that did not within the budget is censored there, never averaged as if it had.",
         "- Each cell is a real container: SPADE agents on an embedded XMPP server, plans from `asl/`, telemetry to the daemon. "
-        "Means over seeds (a cell's value is the mean of its agents) with 95% confidence intervals (t distribution).",
+        "The seed is the unit: means over seeds with 95% t intervals (success clipped to [0, 1]); a cell's success is the mean of its agents.",
         "",
-        "| condition | kind | cells | reached threshold | episodes to threshold | final greedy success | env steps per agent | messages sent per agent | bytes sent per agent |",
+        "| condition | kind | seeds | reached threshold | median episodes to threshold (Kaplan-Meier) | final greedy success | env steps per agent | messages sent per agent | bytes sent per agent |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, group in grouped.items():
-        agents = [a for cell in group for a in cell["agents"]]
-        reached = sum(a["episodes_to_threshold"] is not None for a in agents)
+        passages = [_cell_passage(c) for c in group]
+        median = censored_median(passages, budget)
         lines.append(
-            f"| {name} | {group[0]['kind']} | {len(group)} | {reached}/{len(agents)} agents "
-            f"| {_interval_text([_cell_value(c, 'episodes_to_threshold', budget) for c in group], 0)} "
-            f"| {_interval_text([_cell_value(c, 'final_greedy_success', budget) for c in group], 3)} "
-            f"| {_interval_text([_cell_value(c, 'steps', budget) for c in group], 0)} "
-            f"| {_interval_text([_cell_value(c, 'messages_sent', budget) for c in group], 0)} "
-            f"| {_interval_text([_cell_value(c, 'bytes_sent', budget) for c in group], 0)} |"
+            f"| {name} | {group[0]['kind']} | {len(group)} | {sum(p is not None for p in passages)}/{len(group)} seeds "
+            f"| {'not reached by half the seeds' if median is None else f'{median:,.0f}'} "
+            f"| {_interval_text(mean_interval([_cell_value(c, 'final_greedy_success') for c in group], (0.0, 1.0)), 3)} "
+            f"| {_interval_text(mean_interval([_cell_value(c, 'steps') for c in group], (0.0, math.inf)), 0)} "
+            f"| {_interval_text(mean_interval([_cell_value(c, 'messages_sent') for c in group], (0.0, math.inf)), 0)} "
+            f"| {_interval_text(mean_interval([_cell_value(c, 'bytes_sent') for c in group], (0.0, math.inf)), 0)} |"
         )
     lines += ["", "## Comparisons", ""]
     lines += comparison_sentences(spec, grouped)
@@ -200,64 +208,100 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
     return "\n".join(lines) + "\n"
 
 
-def comparison_sentences(spec: ExperimentSpec, grouped: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Plain sentences for every pair of conditions (each later one against each earlier one,
-    in the file's order): which was faster to the threshold, and which ended with the better
-    greedy success, each with the difference's 95% CI and Welch's test."""
+def comparisons(spec: ExperimentSpec, grouped: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The declared comparisons (every condition against the first: speed to the threshold,
+    final greedy success), paired by seed, with Holm-adjusted p-values and verdicts."""
     names = list(grouped)
+    out: list[dict[str, Any]] = []
     if len(names) < 2:
-        return ["Only one condition has results: nothing to compare."]
-    budget = spec.episodes
-    out = []
-    for j, name in enumerate(names):
-        for baseline in names[:j]:
-            a = [_cell_value(c, "episodes_to_threshold", budget) for c in grouped[name]]
-            b = [_cell_value(c, "episodes_to_threshold", budget) for c in grouped[baseline]]
-            sa = [_cell_value(c, "final_greedy_success", budget) for c in grouped[name]]
-            sb = [_cell_value(c, "final_greedy_success", budget) for c in grouped[baseline]]
-            out += [_speed_sentence(name, baseline, a, b, budget), "", _success_sentence(name, baseline, sa, sb), ""]
+        return out
+    baseline = names[0]
+    base = {c["seed"]: c for c in grouped[baseline]}
+    for name in names[1:]:
+        pairs = [(c, base[c["seed"]]) for c in grouped[name] if c["seed"] in base]
+        if not pairs:
+            continue
+        speed = paired_censored([_cell_passage(c) for c, _ in pairs], [_cell_passage(b) for _, b in pairs])
+        out.append({"condition": name, "baseline": baseline, "measure": "speed", "seeds": len(pairs), "test": speed,
+                    "p": speed.p})
+        success = [(_cell_value(c, "final_greedy_success"), _cell_value(b, "final_greedy_success")) for c, b in pairs]
+        success = [(x, y) for x, y in success if not (math.isnan(x) or math.isnan(y))]
+        if success:
+            difference, p = paired_difference([x for x, _ in success], [y for _, y in success], (-1.0, 1.0))
+            out.append({"condition": name, "baseline": baseline, "measure": "success", "seeds": len(success),
+                        "difference": difference, "p": p})
+    for comparison, adjusted in zip(out, holm([c["p"] for c in out])):
+        comparison["p_holm"] = adjusted
     return out
 
 
-def _significance(test) -> str:
-    if test is None:
-        return "too few seeds to test"
-    verdict = "significant" if test.p < 0.05 else "not significant"
-    return f"{verdict} at the 5% level (Welch's t-test, t = {test.t:.2f}, df = {test.df:.1f}, p = {test.p:.3g})"
+def comparison_sentences(spec: ExperimentSpec, grouped: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Plain sentences for the declared comparisons (see `comparisons`)."""
+    declared = comparisons(spec, grouped)
+    if not declared:
+        return ["Only one condition has results: nothing to compare."]
+    out = [f"Declared comparisons: every condition against {declared[0]['baseline']}, on speed to the threshold "
+           f"(paired sign test over the seeds whose order is known) and on final greedy success (paired t-test); "
+           f"{len(declared)} p-values, Holm-corrected together.", ""]
+    seeds = min(len(group) for group in grouped.values())
+    if seeds < FEW_SEEDS:
+        out += [f"**Caution:** {seeds} seed(s) per condition: too few to show any but very large differences; "
+                "read the numbers as a description of this run.", ""]
+    for c in declared:
+        out += [_speed_sentence(c, spec.episodes) if c["measure"] == "speed" else _success_sentence(c), ""]
+    return out
 
 
-def _speed_sentence(name: str, baseline: str, a: list[float], b: list[float], budget: int) -> str:
-    if all(v >= budget for v in a + b):
-        return (
-            f"**Speed ({name} vs {baseline}):** no agent of either condition reached the threshold within {budget:,} episodes, "
-            f"so this run cannot say which one learns faster by that measure; see final greedy success below."
-        )
-    test = welch_test(a, b)
-    ma, mb = float(np.mean(a)), float(np.mean(b))
-    faster, slower = (name, baseline) if ma < mb else (baseline, name)
-    ci = f" (95% CI of the difference {name} - {baseline}: {test.low:,.0f} to {test.high:,.0f})" if test else ""
-    if ma == mb:
-        return f"**Speed ({name} vs {baseline}):** both took {ma:,.0f} episodes to the threshold on average; no difference."
-    return (
-        f"**Speed ({name} vs {baseline}):** {faster} reached the threshold faster on average: {min(ma, mb):,.0f} against "
-        f"{max(ma, mb):,.0f} episodes for {slower}, a difference of {abs(ma - mb):,.0f} episodes{ci}; "
-        f"the difference is {_significance(test)}."
-        + ("" if test is None or test.p < 0.05 else f" With {len(a)} seeds this is no evidence that either condition is faster.")
-    )
+def _verdict(p_holm: Optional[float]) -> str:
+    if p_holm is None:
+        return "not testable"
+    if p_holm < 0.05:
+        return f"significant after Holm's correction (adjusted p = {p_holm:.3g})"
+    return f"no difference shown (adjusted p = {p_holm:.3g}; this is not evidence that they are the same)"
 
 
-def _success_sentence(name: str, baseline: str, a: list[float], b: list[float]) -> str:
-    a = [v for v in a if not math.isnan(v)]
-    b = [v for v in b if not math.isnan(v)]
-    if not a or not b:
-        return f"**Final greedy success ({name} vs {baseline}):** not measured."
-    test = welch_test(a, b)
-    ma, mb = float(np.mean(a)), float(np.mean(b))
-    ci = f" (95% CI of the difference: {test.low:+.3f} to {test.high:+.3f})" if test else ""
-    return (
-        f"**Final greedy success ({name} vs {baseline}):** {ma:.3f} against {mb:.3f}, a difference of {ma - mb:+.3f}{ci}; "
-        f"the difference is {_significance(test)}."
-    )
+def _speed_sentence(c: dict[str, Any], budget: int) -> str:
+    test = c["test"]
+    name, baseline = c["condition"], c["baseline"]
+    if test.p is None:
+        return (f"**Speed ({name} vs {baseline}):** in none of the {c['seeds']} paired seeds is one condition known to "
+                f"have reached the threshold first (neither did within {budget:,} episodes, or both at the same one): "
+                "this run cannot say which learns faster by that measure.")
+    return (f"**Speed ({name} vs {baseline}):** {name} reached the threshold first in {test.first_a} seed(s), "
+            f"{baseline} in {test.first_b}, {test.ties} without an order; {_verdict(c['p_holm'])}.")
+
+
+def _success_sentence(c: dict[str, Any]) -> str:
+    d: Interval = c["difference"]
+    interval = "" if d.low is None else f" (95% interval {d.low:+.3f} to {d.high:+.3f})"
+    return (f"**Final greedy success ({c['condition']} vs {c['baseline']}):** a difference of {d.mean:+.3f} "
+            f"per seed{interval} over {c['seeds']} paired seeds; {_verdict(c['p_holm'])}.")
+
+
+def summary_json(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What summary.md says, machine-readable: per condition and metric the mean, interval and
+    seeds; per comparison the estimate, interval, p, adjusted p and verdict."""
+    grouped = _by_condition(spec, cells)
+    conditions = {}
+    for name, group in grouped.items():
+        passages = [_cell_passage(c) for c in group]
+        conditions[name] = {
+            "seeds": [c["seed"] for c in group],
+            "reached_threshold": sum(p is not None for p in passages),
+            "median_episodes_to_threshold": censored_median(passages, spec.episodes),
+            "final_greedy_success": mean_interval([_cell_value(c, "final_greedy_success") for c in group], (0.0, 1.0)).as_dict(),
+            "bytes_sent_per_agent": mean_interval([_cell_value(c, "bytes_sent") for c in group], (0.0, math.inf)).as_dict(),
+        }
+    declared = []
+    for c in comparisons(spec, grouped):
+        entry = {key: c[key] for key in ("condition", "baseline", "measure", "seeds", "p", "p_holm")}
+        entry["verdict"] = _verdict(c["p_holm"])
+        if c["measure"] == "speed":
+            entry.update(first_condition=c["test"].first_a, first_baseline=c["test"].first_b, ties=c["test"].ties)
+        else:
+            entry["difference"] = c["difference"].as_dict()
+        declared.append(entry)
+    return {"experiment": spec.name, "budget": spec.episodes, "conditions": conditions, "comparisons": declared}
 
 
 # ------------------------------------------------------------------------ curves
@@ -317,19 +361,20 @@ def _band(axis, x: np.ndarray, runs: np.ndarray, label: str, bounds: tuple[float
     mean = runs.mean(axis=0)
     line = axis.plot(x, mean, label=label)[0]
     if len(runs) > 1:
-        half = np.array([mean_interval(list(column)).half_width for column in runs.T])
-        low, high = np.clip(mean - half, *bounds), np.clip(mean + half, *bounds)
-        axis.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+        intervals = [mean_interval(list(column), bounds) for column in runs.T]
+        axis.fill_between(x, [i.low for i in intervals], [i.high for i in intervals], color=line.get_color(), alpha=0.2)
 
 
 def write_reports(spec: ExperimentSpec, out_dir: Path, *, store_path: Optional[Path] = None) -> list[Path]:
-    """results.csv, summary.md and learning_curves.png from the cells found in out_dir."""
+    """results.csv, summary.md, summary.json and learning_curves.png from the cells found in out_dir."""
     cells = load_cells(spec, out_dir)
     results, summary, curves = out_dir / "results.csv", out_dir / "summary.md", out_dir / "learning_curves.png"
     write_csv(results, csv_rows(cells))
+    machine = out_dir / "summary.json"
+    machine.write_text(json.dumps(summary_json(spec, cells), indent=2) + "\n", encoding="utf-8")
     text = summary_markdown(spec, cells, store_path)
     partial = summary.with_name(summary.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(summary)
     write_curves(spec, cells, curves)
-    return [results, summary, curves]
+    return [results, summary, machine, curves]

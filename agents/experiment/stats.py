@@ -1,10 +1,16 @@
-"""Small-sample statistics for experiment summaries: means with t-based 95% confidence
-intervals and Welch's t-test, with no dependency beyond the standard library.
+"""The statistics experiment summaries use, on the rules a reviewer expects.
 
-Student's t distribution is computed from the regularized incomplete beta function (continued
-fraction, modified Lentz's method, as in Numerical Recipes 6.4): P(|T| > t) for df degrees of
-freedom is I_{df/(df+t^2)}(df/2, 1/2). Quantiles are found by bisection on that. Accuracy is
-~1e-10, far beyond what 5 seeds can resolve (tests check it against tabulated values).
+- The seed (one cell) is the unit: values passed here are one per seed, never one per agent.
+- Seeds are paired by design (every condition runs the same seeds), so comparisons are paired.
+- Comparisons are declared before the results exist (each condition against the first) and
+  their p-values are Holm-corrected together (`holm`).
+- A first-passage time that never happened within the budget is censored, not a measurement:
+  it is described by the Kaplan-Meier median (`censored_median`) and compared with a paired
+  sign test that only counts the pairs whose order is known (`paired_censored`), never averaged
+  or fed to a t-test.
+- Intervals of a bounded metric (a success rate) are clipped to its range.
+
+The tests and distributions come from scipy.stats; only Holm's step-down (a few lines) is ours.
 """
 
 from __future__ import annotations
@@ -13,115 +19,96 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
+from scipy import stats
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and x in [0, 1]."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` (> 0, may be fractional) degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
-def t_quantile(probability: float, df: float) -> float:
-    """The t value with P(T <= t) = probability (0.5 < probability < 1)."""
-    tail = 2.0 * (1.0 - probability)
-    low, high = 0.0, 1.0
-    while t_two_sided_p(high, df) > tail:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        if t_two_sided_p(mid, df) > tail:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2.0
+UNBOUNDED = (-math.inf, math.inf)
 
 
 @dataclass(frozen=True)
-class MeanInterval:
-    """A sample mean and its 95% confidence interval (t-based); `half_width` is None for n < 2."""
-
+class Interval:
+    """A mean over seeds with its 95% t interval (None below two seeds), clipped to bounds."""
     n: int
     mean: float
-    sd: Optional[float]
-    half_width: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
 
-    @property
-    def low(self) -> Optional[float]:
-        return None if self.half_width is None else self.mean - self.half_width
-
-    @property
-    def high(self) -> Optional[float]:
-        return None if self.half_width is None else self.mean + self.half_width
+    def as_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "low": self.low, "high": self.high}
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanInterval:
-    n = len(values)
-    if n == 0:
-        raise ValueError("a mean needs at least one value")
-    mean = sum(values) / n
-    if n < 2:
-        return MeanInterval(n, mean, None, None)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return MeanInterval(n, mean, sd, t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n))
+def mean_interval(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED,
+                  confidence: float = 0.95) -> Interval:
+    """Mean and t-based interval of `values` (one per seed), clipped to `bounds`."""
+    data = np.asarray(values, dtype=float)
+    if len(data) == 0:
+        raise ValueError("no values")
+    mean = float(data.mean())
+    if len(data) < 2:
+        return Interval(len(data), mean, None, None)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data)))
+    return Interval(len(data), mean, max(bounds[0], mean - half), min(bounds[1], mean + half))
+
+
+def holm(p_values: Sequence[Optional[float]]) -> list[Optional[float]]:
+    """Holm's step-down adjustment of a family of p-values (None: not tested, stays None)."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[Optional[float]] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float],
+                      bounds: tuple[float, float] = UNBOUNDED) -> tuple[Interval, Optional[float]]:
+    """The per-seed difference a - b: its mean and interval (clipped to `bounds`), and the
+    paired t-test's two-sided p (None below two pairs; 0 when every pair differs alike)."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    p: Optional[float] = None
+    if len(diff) >= 2 and np.any(diff != diff[0]):
+        p = float(stats.ttest_rel(a, b).pvalue)
+    elif len(diff) >= 2 and diff[0] != 0:
+        p = 0.0
+    elif len(diff) >= 2:
+        p = 1.0
+    return mean_interval(diff, bounds), p
 
 
 @dataclass(frozen=True)
-class WelchResult:
-    """Welch's t-test of mean(a) - mean(b): the difference, its 95% CI, t, df and two-sided p."""
+class CensoredComparison:
+    """Paired first-passage times: how many seeds each condition got there first (a seed that
+    never got there within the budget loses to one that did; both never: no order, a tie), and
+    the sign test's two-sided p over the ordered pairs (None when no pair is ordered)."""
+    first_a: int
+    first_b: int
+    ties: int
+    p: Optional[float]
 
-    difference: float
-    low: float
-    high: float
-    t: float
-    df: float
-    p: float
+
+def paired_censored(a: Sequence[Optional[float]], b: Sequence[Optional[float]]) -> CensoredComparison:
+    """Compare paired first-passage times, None meaning "not within the budget"."""
+    first_a = first_b = ties = 0
+    for x, y in zip(a, b, strict=True):
+        if x is None and y is None or x == y:
+            ties += 1
+        elif y is None or (x is not None and x < y):
+            first_a += 1
+        else:
+            first_b += 1
+    ordered = first_a + first_b
+    p = float(stats.binomtest(first_a, ordered, 0.5).pvalue) if ordered else None
+    return CensoredComparison(first_a, first_b, ties, p)
 
 
-def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Optional[WelchResult]:
-    """None when either sample has fewer than 2 values. Equal constant samples give p = 1."""
-    if len(a) < 2 or len(b) < 2:
+def censored_median(times: Sequence[Optional[float]], budget: float) -> Optional[float]:
+    """Kaplan-Meier median of first-passage times censored at `budget` (None entries); None
+    when fewer than half of the seeds got there (the median is then beyond the budget)."""
+    observed = [t for t in times if t is not None]
+    if not observed:
         return None
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
-    sa, sb = va / len(a), vb / len(b)
-    difference = ma - mb
-    se = math.sqrt(sa + sb)
-    if se == 0.0:
-        p = 1.0 if difference == 0.0 else 0.0
-        return WelchResult(difference, difference, difference, math.copysign(math.inf, difference) if difference else 0.0, math.inf, p)
-    df = (sa + sb) ** 2 / ((sa * sa / (len(a) - 1) if sa else 0.0) + (sb * sb / (len(b) - 1) if sb else 0.0))
-    t = difference / se
-    half = t_quantile(0.5 + confidence / 2.0, df) * se
-    return WelchResult(difference, difference - half, difference + half, t, df, t_two_sided_p(t, df))
+    censored = [budget] * (len(times) - len(observed))
+    survival = stats.ecdf(stats.CensoredData(uncensored=observed, right=censored)).sf
+    below = [t for t, s in zip(survival.quantiles, survival.probabilities) if s <= 0.5]
+    return float(below[0]) if below else None

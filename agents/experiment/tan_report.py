@@ -21,14 +21,13 @@ seed) the stanza bytes it cost; where no steps were saved the cost per step save
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
 from agents.experiment.spec import ExperimentSpec
+from agents.experiment.stats import holm, mean_interval, paired_difference
 from agents.experiment.tan_metrics import crossover_trial
 
 MEASURES = ("early", "late", "test")
@@ -39,33 +38,12 @@ SUMMARY_MD = "tan_summary.md"
 
 def interval(values: Sequence[float]) -> dict[str, Optional[float]]:
     """Mean and t-based 95% interval over seeds (no interval below two seeds)."""
-    data = np.asarray(values, dtype=float)
-    mean = float(data.mean())
-    if len(data) < 2:
-        return {"n": len(data), "mean": mean, "low": None, "high": None}
-    half = float(stats.t.ppf(0.975, len(data) - 1) * data.std(ddof=1) / math.sqrt(len(data)))
-    return {"n": len(data), "mean": mean, "low": mean - half, "high": mean + half}
-
-
-def holm(p_values: Sequence[Optional[float]]) -> list[Optional[float]]:
-    """Holm-adjusted p-values (None stays None)."""
-    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted: list[Optional[float]] = [None] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (len(present) - rank) * p))
-        adjusted[i] = running
-    return adjusted
+    return mean_interval(values).as_dict()
 
 
 def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[dict, Optional[float]]:
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    p = None
-    if len(diff) >= 2 and np.any(diff != diff[0]):
-        p = float(stats.ttest_rel(a, b).pvalue)
-    elif len(diff) >= 2 and diff[0] != 0:
-        p = 0.0  # every seed differs by the same amount: no variance, no doubt
-    return interval(diff), p
+    difference, p = paired_difference(a, b)
+    return difference.as_dict(), p
 
 
 def tan_summary(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
