@@ -88,7 +88,10 @@ def test_runner_writes_results_that_agree_with_each_other_and_with_telemetry(tmp
     summary = (out / "summary.md").read_text()
     for condition in ("independent", "policy", "experience"):
         assert f"| {condition} |" in summary
-    assert "Welch" in summary and "Telemetry check: the daemon's store" in summary
+    assert "Holm-corrected together" in summary and "Telemetry check: the daemon's store" in summary
+    declared = json.loads((out / "summary.json").read_text())["comparisons"]
+    assert [(c["condition"], c["measure"]) for c in declared] == [
+        ("policy", "speed"), ("policy", "success"), ("experience", "speed"), ("experience", "success")]
 
     store = TelemetryStore(out / "telemetry.db", create=False)
     try:
