@@ -1,0 +1,161 @@
+"""Hostile values at the daemon's door, sent by a raw client generated from the proto: NaN and
+infinite rewards are stored exactly; integers the store cannot hold are refused record by
+record (named, the neighbours stored); bytes that are not a message are INVALID_ARGUMENT."""
+import csv
+import json
+import math
+
+import grpc
+import pytest
+
+from telemetry.export import export_run
+from telemetry.generated import trainer_pb2 as pb
+from tests.fixtures_daemon import episodes, iterate, register, steps, stub_for
+
+NON_FINITE = (math.nan, math.inf, -math.inf)
+TOO_BIG = 2 ** 63
+
+
+def _same_double(stored: float, sent: float) -> bool:
+    return math.isnan(stored) if math.isnan(sent) else stored == sent
+
+
+@pytest.mark.timeout(60)
+async def test_nan_and_infinite_rewards_are_stored_exactly_on_every_publish_path(daemon) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, "nan-run")
+        per_record = steps("nan-run", "a", 3)
+        for step, reward in zip(per_record, NON_FINITE):
+            step.reward = reward
+        first = await stub.PublishRunSteps(iterate(*per_record), metadata=auth)
+        eps = episodes("nan-run", "a", 3)
+        for episode, reward in zip(eps, NON_FINITE):
+            episode.total_reward = reward
+        second = await stub.PublishRunEpisodes(iterate(*eps), metadata=auth)
+        as_messages = steps("nan-run", "b", 3)
+        as_columns = pb.StepColumns(agent_id="c", backend="q", episode_index=[0, 0, 0], step_index=[0, 1, 2],
+                                    action_json=["0"] * 3, observation_json=["0"] * 3, reward=list(NON_FINITE),
+                                    terminated=[False] * 3, truncated=[False] * 3, timestamp_ns=[1, 2, 3],
+                                    policy_label=["p"] * 3)
+        for step, reward in zip(as_messages, NON_FINITE):
+            step.reward = reward
+        episode_columns = pb.EpisodeColumns(agent_id="c", episode_index=[0, 1, 2], total_reward=list(NON_FINITE),
+                                            steps=[1, 1, 1], terminated=[True] * 3, truncated=[False] * 3,
+                                            metadata_json=["{}"] * 3, timestamp_ns=[1, 2, 3])
+        third = await stub.PublishTelemetryBatch(iterate(pb.TelemetryBatch(
+            run_id="nan-run", steps=as_messages, step_columns=[as_columns], episode_columns=[episode_columns])),
+            metadata=auth)
+        assert (first.accepted, second.accepted, third.accepted) == (3, 3, 9)
+        assert first.refused_count == second.refused_count == third.refused_count == 0
+
+        stored = {(s.agent_id, s.step_index): s.reward for s in daemon.store.read_steps("nan-run")}
+        for agent in ("a", "b", "c"):
+            for index, sent in enumerate(NON_FINITE):
+                assert _same_double(stored[(agent, index)], sent), (agent, index, stored[(agent, index)])
+        totals = {(e.agent_id, e.episode_index): e.total_reward for e in daemon.store.read_episodes("nan-run")}
+        for agent in ("a", "c"):
+            for index, sent in enumerate(NON_FINITE):
+                assert _same_double(totals[(agent, index)], sent)
+
+        replayed = stub.StreamRunSteps(pb.StreamStepsRequest(run_id="nan-run", agent_id="c"))
+        got = []
+        async for step in replayed:
+            got.append(step.reward)
+            if len(got) == 3:
+                break
+        replayed.cancel()
+        assert all(_same_double(g, s) for g, s in zip(got, NON_FINITE)), got
+
+
+@pytest.mark.timeout(60)
+async def test_non_finite_rewards_are_exported_by_name(daemon, tmp_path) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, "nan-export")
+        sent = steps("nan-export", "a", 3)
+        for step, reward in zip(sent, NON_FINITE):
+            step.reward = reward
+        await stub.PublishRunSteps(iterate(*sent), metadata=auth)
+    export_run(daemon.store, "nan-export", "jsonl", tmp_path / "steps.jsonl")
+    export_run(daemon.store, "nan-export", "csv", tmp_path / "steps.csv")
+    lines = (tmp_path / "steps.jsonl").read_text().splitlines()
+    assert [json.loads(line)["reward"] for line in lines] == ["nan", "inf", "-inf"]
+    with open(tmp_path / "steps.csv", newline="") as handle:
+        assert [row["reward"] for row in csv.DictReader(handle)] == ["nan", "inf", "-inf"]
+
+
+@pytest.mark.timeout(60)
+async def test_out_of_range_integers_are_refused_alone_and_named(daemon) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, "big-run")
+        good = steps("big-run", "a", 4)
+        bad_step = pb.RunStep(run_id="big-run", agent_id="a", episode_index=7, step_index=TOO_BIG)
+        bad_episode = pb.RunEpisode(run_id="big-run", agent_id="a", episode_index=TOO_BIG, total_reward=1.0)
+        bad_message = pb.CoordinationMessage(run_id="big-run", agent_id="a", message_index=2 ** 64 - 1,
+                                             direction="sent", peer="b", kind="q_table")
+        good_message = pb.CoordinationMessage(run_id="big-run", agent_id="a", message_index=0,
+                                              direction="sent", peer="b", kind="q_table")
+        block = pb.StepColumns(agent_id="c", backend="q", episode_index=[0, 0], step_index=[0, 1],
+                               action_json=["0"] * 2, observation_json=["0"] * 2, reward=[0.5, 0.5],
+                               terminated=[False] * 2, truncated=[False] * 2, timestamp_ns=[1, 2],
+                               policy_label=["p"] * 2, episode_seed_rows=[1], episode_seed=[TOO_BIG])
+        batch = pb.TelemetryBatch(run_id="big-run", steps=[good[0], bad_step, good[1]],
+                                  episodes=[bad_episode, *episodes("big-run", "a", 1)],
+                                  messages=[bad_message, good_message], step_columns=[block])
+        response = await stub.PublishTelemetryBatch(iterate(batch), metadata=auth)
+        per_record = await stub.PublishRunSteps(iterate(good[2], bad_step, good[3]), metadata=auth)
+
+        assert (response.accepted, response.refused_count) == (5, 4)
+        refused = {(r.kind, r.field): r for r in response.refused}
+        assert set(refused) == {("step", "step_index"), ("episode", "episode_index"),
+                                ("message", "message_index"), ("step", "episode_seed")}
+        step_reason = refused[("step", "step_index")].reason
+        for part in ("'big-run'", "'a'", "episode 7", f"step {TOO_BIG}", "step_index"):
+            assert part in step_reason, step_reason
+        assert refused[("step", "episode_seed")].agent_id == "c"
+        assert refused[("step", "episode_seed")].index == 1
+        assert (per_record.accepted, per_record.refused_count) == (2, 1)
+        assert per_record.refused[0].field == "step_index"
+
+        stored = [(s.agent_id, s.step_index) for s in daemon.store.read_steps("big-run")]
+        assert sorted(stored) == [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("c", 0)]
+        assert [e.episode_index for e in daemon.store.read_episodes("big-run")] == [0]
+        assert [m.message_index for m in daemon.store.read_messages("big-run")] == [0]
+
+
+def _raw_publish(channel: grpc.aio.Channel, method: str):
+    """A publish call that sends bytes as they are (no serializer): what a broken client sends."""
+    return channel.stream_unary(f"/gymgui.trainer.TrainerService/{method}",
+                                request_serializer=lambda raw: raw,
+                                response_deserializer=pb.PublishTelemetryResponse.FromString)
+
+
+def _with_invalid_utf8(record: pb.RunStep) -> bytes:
+    """``record`` serialized with its action_json bytes replaced by a lone 0xff byte."""
+    marker = "\x01MARK\x01"
+    record.action_json = marker
+    return record.SerializeToString().replace(marker.encode(), b"\xff" + b"x" * (len(marker) - 1))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["PublishRunSteps", "PublishTelemetryBatch"])
+async def test_undecodable_messages_are_invalid_argument_and_earlier_records_stay(daemon, method) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        auth = await register(stub, "raw-run")
+        good = steps("raw-run", "a", 2)
+        if method == "PublishRunSteps":
+            first = good[0].SerializeToString()
+            broken = _with_invalid_utf8(good[1])
+        else:
+            first = pb.TelemetryBatch(run_id="raw-run", steps=[good[0]]).SerializeToString()
+            inner = _with_invalid_utf8(good[1])
+            broken = pb.TelemetryBatch(run_id="raw-run").SerializeToString() + b"\x12" + bytes([len(inner)]) + inner
+        for payload in (broken, b"\xff\xff\xff\xff not a protobuf message"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _raw_publish(channel, method)(iterate(first, payload), metadata=auth)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+            assert "cannot be decoded" in refused.value.details()
+        assert [s.step_index for s in daemon.store.read_steps("raw-run")] == [0]
