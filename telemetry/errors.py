@@ -96,6 +96,18 @@ class RecordsRejectedError(TelemetryError):
         )
 
 
+class RecordOutOfRangeError(TelemetryError, ValueError):
+    """`emit_*` was offered a record holding a number the daemon's store cannot hold.
+
+    Raised where the record was made, so the caller sees the agent, episode, step and field;
+    the record is not accepted (the daemon would refuse it).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}")
+
+
 class SessionClosedError(TelemetryError):
     """A record was offered to a telemetry session after the session had exited."""
 

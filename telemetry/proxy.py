@@ -51,13 +51,14 @@ from typing import Any, Callable, Iterable, Sequence
 import grpc
 import grpc.aio
 
-from telemetry import columns
+from telemetry import columns, validate
 from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
-                              RecordsRejectedError, RunRefusedError, SessionClosedError,
+                              RecordOutOfRangeError, RecordsRejectedError, RunRefusedError, SessionClosedError,
                               TelemetryError, TlsHandshakeError, TokenRefusedError)
 from telemetry.flow import RunFlow
 from telemetry.generated import trainer_pb2, trainer_pb2_grpc
 from telemetry.spool import TelemetrySpool, default_spool_dir, read_frames
+from telemetry.store import record_values
 
 PROTO_VERSION = "MOSAIC/1.0"
 SCHEMA_ID = "mosaic.telemetry"
@@ -87,10 +88,12 @@ _YIELD_EVERY = 64           # emit_step/emit_episode yield to the event loop onc
 # UNAVAILABLE details meaning "something answered, but not in HTTP/2": not a daemon.
 _NOT_GRPC_MARKERS = ("Failed parsing HTTP/2", "http1.x", "Expected SETTINGS frame")
 _TLS_FAILURE_MARKER = "Tls handshake failed"
-# Outcome unknown or daemon away: keep the records and send them again later.
+# Outcome unknown or daemon away (CANCELLED, ABORTED: a daemon stopping or restarting;
+# RESOURCE_EXHAUSTED: one too busy): keep the records and send them again later. Every other
+# code, INTERNAL and UNKNOWN included, is a refusal: the records go to the rejected folder
+# instead of being retried for ever.
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-              grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
-              grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED}
+              grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _AUTH_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 log = logging.getLogger(__name__)
@@ -182,6 +185,31 @@ def _framed(tag: bytes, data: bytes) -> bytes:
 _Entry = tuple[str, bytes, int]
 
 
+def _refuse_out_of_range(kind: str, run_id: str, rows: list[tuple]) -> None:
+    """Raise RecordOutOfRangeError naming the first record of ``rows`` the store cannot hold."""
+    _, refusals = validate.screen(kind + "s", run_id, rows)
+    raise RecordOutOfRangeError(refusals[0].reason)
+
+
+def _refused_batch(run_id: str, payloads: list[bytes],
+                   refused: Sequence[trainer_pb2.RefusedRecord]) -> trainer_pb2.TelemetryBatch:
+    """The records of ``payloads`` that the daemon's response lists as refused."""
+    wanted = {(r.kind, r.agent_id, r.episode_index, r.index) for r in refused}
+    out = trainer_pb2.TelemetryBatch(run_id=run_id)
+    for payload in payloads:
+        batch = trainer_pb2.TelemetryBatch.FromString(payload)
+        blocks = _blocks(batch)
+        steps = [*batch.steps, *(s for b in blocks if type(b) is trainer_pb2.StepColumns
+                                 for s in columns.expand(run_id, b))]
+        episodes = [*batch.episodes, *(e for b in blocks if type(b) is trainer_pb2.EpisodeColumns
+                                       for e in columns.expand(run_id, b))]
+        out.steps.extend(s for s in steps if ("step", s.agent_id, s.episode_index, s.step_index) in wanted)
+        out.episodes.extend(e for e in episodes if ("episode", e.agent_id, e.episode_index, 0) in wanted)
+        out.messages.extend(m for m in batch.messages
+                            if ("message", m.agent_id, m.episode_index, m.message_index) in wanted)
+    return out
+
+
 class _DaemonUnavailable(Exception):
     """The daemon is away or the outcome of a call is unknown: spool and retry."""
 
@@ -215,6 +243,8 @@ class ProxyStats:
     replayed (replayed spool of an earlier session counts too, so it may exceed accepted).
     spooled: records written to the disk spool. replayed: delivered records that came from
     the spool. buffered: accepted records in memory, not yet delivered or spooled.
+    refused: records the daemon refused, kept in the spool's rejected folder (see
+    `TelemetrySession.refusals`).
     connected: whether the last exchange with the daemon succeeded. control_streams: open
     ControlStream subscriptions.
     """
@@ -225,6 +255,7 @@ class ProxyStats:
     buffered: int
     connected: bool
     control_streams: int
+    refused: int = 0
 
 
 @dataclass
@@ -387,6 +418,8 @@ class TelemetrySession:
         self._delivered = 0
         self._spooled = 0
         self._replayed = 0
+        self._refused = 0
+        self._refusals: list[RecordsRejectedError] = []
         self._connected = False
         self._control_open = 0
         self._fatal: TelemetryError | None = None
@@ -561,6 +594,8 @@ class TelemetrySession:
     def _accept_block(self, run_id: str, block: columns.Block) -> None:
         """Buffer one column block, halved until each part fits a wire message."""
         tag, kind, _ = _BLOCK_KINDS[type(block)]
+        if validate.exceeds_int64(block):
+            _refuse_out_of_range(kind, run_id, columns.row_values(block))
         data = block.SerializeToString()
         if len(data) > self._record_limit(run_id):
             if columns.count(block) > 1:
@@ -656,7 +691,13 @@ class TelemetrySession:
         if self._inflight_first is not None:
             buffered = self._accepted - self._inflight_first + 1
         return ProxyStats(self._accepted, self._delivered, self._spooled, self._replayed,
-                          buffered, self._connected, self._control_open)
+                          buffered, self._connected, self._control_open, self._refused)
+
+    @property
+    def refusals(self) -> list[RecordsRejectedError]:
+        """Every refusal by the daemon so far, each naming its records and the file in the
+        rejected folder that keeps them. A refusal never stops the session."""
+        return list(self._refusals)
 
     @property
     def spool_folder(self) -> Path | None:
@@ -751,6 +792,8 @@ class TelemetrySession:
             raise self._fatal
 
     async def _accept(self, kind: str, tag: bytes, run_id: str, agent_id: str, msg: Any) -> None:
+        if validate.exceeds_int64(msg):
+            _refuse_out_of_range(kind, run_id, record_values(kind + "s", [msg]))
         data = msg.SerializeToString()
         limit = self._record_limit(run_id)
         if len(data) > limit:
@@ -1124,7 +1167,7 @@ class TelemetrySession:
                     await self._send(run_id, payloads)
                     self._delivered += count
                 except _Refused as refusal:
-                    self._quarantine(run_id, payloads, str(refusal))
+                    self._quarantine(run_id, payloads, str(refusal), count)
                 groups.pop(0)
         finally:
             # Unknown outcome or cancelled: keep them on disk, the daemon dedups the re-send.
@@ -1160,7 +1203,7 @@ class TelemetrySession:
         try:
             await self._send(run_id, payloads)
         except _Refused as refusal:
-            self._quarantine(run_id, payloads, str(refusal))
+            self._quarantine(run_id, payloads, str(refusal), count)
             return
         self._delivered += count
         self._replayed += count
@@ -1200,11 +1243,14 @@ class TelemetrySession:
             out.extend(self._resplit(batch, with_columns=False) if _blocks(batch) else [payload])
         return out
 
-    def _quarantine(self, run_id: str, payloads: list[bytes], detail: str) -> None:
+    def _quarantine(self, run_id: str, payloads: list[bytes], detail: str, count: int) -> None:
+        """Keep records the daemon refused in the rejected folder and go on: a refusal never
+        blocks the records after it."""
         path = None
         for payload in payloads:
             path = self._spool.quarantine(payload, f"run {run_id}: {detail}")
-        self._fail(RecordsRejectedError(self._target, run_id, detail, str(path)))
+        self._refused += count
+        self._refusals.append(RecordsRejectedError(self._target, run_id, detail, str(path)))
 
     async def _send(self, run_id: str, payloads: list[bytes]) -> None:
         """Publish serialized batches of one run; re-register once on a refused token."""
@@ -1237,7 +1283,21 @@ class TelemetrySession:
             if response.dropped:
                 log.debug("%s: daemon reports %d duplicate record(s) already stored",
                           link.describe(), response.dropped)
+            if response.refused_count:
+                self._keep_refused(run_id, payloads, response)
             return
+
+    def _keep_refused(self, run_id: str, payloads: list[bytes],
+                      response: trainer_pb2.PublishTelemetryResponse) -> None:
+        """The daemon stored a call's records but some: keep those in the rejected folder,
+        with the daemon's reason for each."""
+        reasons = [r.reason for r in response.refused]
+        unlisted = response.refused_count - len(reasons)
+        if unlisted:
+            reasons.append(f"and {unlisted} more refused records the daemon did not list")
+        refused = _refused_batch(run_id, payloads, response.refused)
+        detail = f"{response.refused_count} record(s) refused: " + "; ".join(reasons)
+        self._quarantine(run_id, [refused.SerializeToString()], detail, response.refused_count)
 
     async def _send_per_record(self, link: _RunLink,
                                payloads: list[bytes]) -> trainer_pb2.PublishTelemetryResponse:
@@ -1262,4 +1322,6 @@ class TelemetrySession:
                                         timeout=self._proxy.rpc_timeout_s)
                 total.accepted += response.accepted
                 total.dropped += response.dropped
+                total.refused.extend(response.refused)
+                total.refused_count += response.refused_count
         return total

@@ -652,6 +652,12 @@ class _IngestJob(_Job):
         return result
 
 
+def record_values(kind: str, records: Sequence[Any]) -> list[tuple]:
+    """The store rows (after id, run_key, seq_id) of protobuf records of ``kind``
+    ("steps", "episodes" or "messages"), as ``telemetry.validate.screen`` checks them."""
+    return _SPECS[kind].values(records)
+
+
 def _nan_as_text(values: list[tuple], position: int) -> list[tuple]:
     """The rows with a NaN at ``position`` replaced by ``NAN_TEXT`` (see the module notes)."""
     return [row[:position] + (NAN_TEXT,) + row[position + 1:] if row[position] != row[position] else row

@@ -100,3 +100,23 @@ def has_nan(values: list[tuple], kind: str) -> bool:
         return False
     rewards = map(itemgetter(position), values)
     return not all(map(math.isfinite, rewards)) and any(map(math.isnan, map(itemgetter(position), values)))
+
+
+#: The uint64 fields of each wire message, which may hold values the store cannot.
+_WIRE_UINT64 = {
+    "RunStep": ("episode_index", "step_index", "episode_seed"),
+    "StepColumns": ("episode_index", "step_index", "episode_seed"),
+    "RunEpisode": ("episode_index", "steps"),
+    "EpisodeColumns": ("episode_index", "steps"),
+    "CoordinationMessage": ("message_index", "bytes", "episode_index"),
+}
+
+
+def exceeds_int64(message: object) -> bool:
+    """Whether a RunStep, RunEpisode, CoordinationMessage or column block holds an unsigned
+    index the store cannot hold (a quick check; ``screen`` its rows for the details)."""
+    for name in _WIRE_UINT64[type(message).__name__]:
+        value = getattr(message, name)
+        if (value if isinstance(value, int) else max(value, default=0)) > INT64_MAX:
+            return True
+    return False
