@@ -295,7 +295,10 @@ class TelemetryGrpcProxy:
         jsonl_stdout: also write every accepted record as one JSON line on stdout.
         batch_max_records: records per batch message (a column block of many steps counts as
             one); that many buffered records wake the sender.
-        flush_interval_s: the sender flushes at least this often.
+        flush_interval_s: the sender flushes at least this often; while the daemon is down
+            (between reconnect attempts), each flush writes the buffer to the spool file, so
+            a record `emit_*` accepted is on disk (it survives a SIGKILL of this process)
+            within about this interval.
         buffer_max_records / buffer_max_bytes: in-memory buffer bound, in messages (a record,
             or a column block of many) and in bytes; beyond either, emit spills the buffer to
             the spool.
@@ -304,8 +307,8 @@ class TelemetryGrpcProxy:
         close_timeout_s: on exit, how long to keep delivering to a daemon that answers before
             leaving the rest in the spool.
         reconnect_max_backoff_s: ceiling of the jittered reconnect backoff.
-        spool_sync_interval_s: fsync cadence of the spool (and, while the daemon is down,
-            how often the buffer is moved to disk at the latest).
+        spool_sync_interval_s: fsync cadence of the spool (what survives an operating-system
+            crash; `flush()` fsyncs at once).
         heartbeat_interval_s: how often each registered run gets a Heartbeat, so the daemon
             knows an idle (e.g. paused) worker is alive.
     """
@@ -1021,7 +1024,7 @@ class TelemetrySession:
             self._spill_buffer("telemetry stopped")
         elif self._connected or loop.time() >= self._retry_at or self._closing:
             await self._pump(forced)
-        elif forced or sync_due or self._buffered >= self._proxy.batch_max_records:
+        else:   # daemon down: every round, so an accepted record survives the process's death
             self._spill_buffer("daemon unavailable")
         if sync_due:
             next_sync = loop.time() + self._proxy.spool_sync_interval_s
