@@ -41,6 +41,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -65,6 +66,7 @@ from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, Invalid
                             RunRegistry, RunState, UnknownRun)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
+from telemetry.undecodable import RefuseUndecodable
 from telemetry.validate import Refusal
 
 log = logging.getLogger(__name__)
@@ -401,6 +403,11 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     async def WatchRuns(self, request: pb.WatchRunsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunRecord]:
         statuses = set(request.status_filter)
         store = self._d.store
+        last = await asyncio.to_thread(store.last_run_change_seq)
+        if request.since_seq > last:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"since_seq {request.since_seq} is past the newest run change ({last}): "
+                                f"pass 0 for every change, or {last} for the changes from now on")
 
         def wanted(row: RunRow) -> bool:
             return not statuses or row.status in statuses
@@ -745,9 +752,16 @@ def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.Serve
     if not (tls_cert and tls_key):
         raise DaemonStartError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
     try:
-        return grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+        key, cert = Path(tls_key).read_bytes(), Path(tls_cert).read_bytes()
     except OSError as exc:
         raise DaemonStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+    try:   # gRPC would only fail later, as an address that cannot be bound
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key, password=b"")
+    except ssl.SSLError as exc:
+        raise DaemonStartError(
+            f"the TLS certificate {tls_cert} and key {tls_key} cannot be used ({exc.reason or exc}): "
+            "--tls-cert needs a PEM certificate (chain) and --tls-key its PEM private key, unencrypted") from None
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
@@ -779,7 +793,7 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     registry = RunRegistry(writer, hub, store.list_runs(), fault_after_s=fault_after_s)
     daemon = Daemon(store=store, writer=writer, hub=hub, registry=registry,
                     tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes)
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=[RefuseUndecodable()], options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024)),
         ("grpc.so_reuseport", 0),

@@ -141,3 +141,14 @@ class TlsHandshakeError(TelemetryError):
             "root_certificates=<CA PEM file>; if the certificate names another host, pass "
             "tls_server_name=<that name>."
         )
+
+
+class TlsRequiredError(TelemetryError):
+    """The daemon speaks TLS and the proxy connected without it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(
+            f"the daemon at {target} uses TLS and closed this plaintext connection: pass tls=True "
+            "to TelemetryGrpcProxy (and root_certificates=<CA PEM file> if its certificate comes "
+            "from a private CA).")

@@ -36,11 +36,13 @@ How records travel, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -54,7 +56,7 @@ import grpc.aio
 from telemetry import columns, validate
 from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
                               RecordOutOfRangeError, RecordsRejectedError, RunRefusedError, SessionClosedError,
-                              TelemetryError, TlsHandshakeError, TokenRefusedError)
+                              TelemetryError, TlsHandshakeError, TlsRequiredError, TokenRefusedError)
 from telemetry.flow import RunFlow
 from telemetry.generated import trainer_pb2, trainer_pb2_grpc
 from telemetry.spool import TelemetrySpool, default_spool_dir, read_frames
@@ -88,6 +90,9 @@ _YIELD_EVERY = 64           # emit_step/emit_episode yield to the event loop onc
 # UNAVAILABLE details meaning "something answered, but not in HTTP/2": not a daemon.
 _NOT_GRPC_MARKERS = ("Failed parsing HTTP/2", "http1.x", "Expected SETTINGS frame")
 _TLS_FAILURE_MARKER = "Tls handshake failed"
+# UNAVAILABLE detail of a server that accepted the connection and closed it at once: what a
+# TLS daemon does to a plaintext client (and a daemon stopping might do).
+_CLOSED_MARKER = "Socket closed"
 # Outcome unknown or daemon away (CANCELLED, ABORTED: a daemon stopping or restarting;
 # RESOURCE_EXHAUSTED: one too busy): keep the records and send them again later. Every other
 # code, INTERNAL and UNKNOWN included, is a refusal: the records go to the rejected folder
@@ -208,6 +213,26 @@ def _refused_batch(run_id: str, payloads: list[bytes],
         out.messages.extend(m for m in batch.messages
                             if ("message", m.agent_id, m.episode_index, m.message_index) in wanted)
     return out
+
+
+async def _speaks_tls(target: str, timeout: float) -> bool:
+    """Whether ``target`` ("host:port") completes a TLS handshake (certificate not checked):
+    tells a TLS daemon, which closes plaintext connections, from one that is stopping."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=probe), timeout)
+    except (OSError, asyncio.TimeoutError):   # ssl.SSLError is an OSError
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class _DaemonUnavailable(Exception):
@@ -490,7 +515,7 @@ class TelemetrySession:
                                            timeout=self._proxy.connect_timeout_s)
             self._connected = True
         except grpc.aio.AioRpcError as err:
-            failure = self._translate(err, self._run_id or "", "GetHealth")
+            failure = await self._handshake_failure(err, self._run_id or "", "GetHealth")
             if not isinstance(failure, _DaemonUnavailable):
                 raise failure from None
             self._note_down(failure, self._run_id)
@@ -895,7 +920,7 @@ class TelemetrySession:
                     await self._submit_run(link.run_id)
                     response = await self._stub.RegisterWorker(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
-                raise self._translate(err, link.run_id, "RegisterWorker") from None
+                raise await self._handshake_failure(err, link.run_id, "RegisterWorker") from None
             if response.accepted_version and response.accepted_version != PROTO_VERSION:
                 raise ProtocolVersionError(self._target, PROTO_VERSION, response.accepted_version)
             if response.max_message_bytes:
@@ -960,6 +985,14 @@ class TelemetrySession:
                 self._fail(err)
                 return
             await asyncio.sleep(backoff.next_delay())
+
+    async def _handshake_failure(self, err: grpc.aio.AioRpcError, run_id: str, method: str) -> Exception:
+        """`_translate` for a handshake call, which also tells a TLS daemon closing this
+        plaintext connection (TlsRequiredError) from a daemon that is away."""
+        if (err.code() == grpc.StatusCode.UNAVAILABLE and _CLOSED_MARKER in (err.details() or "")
+                and not self._proxy.tls and await _speaks_tls(self._target, self._proxy.connect_timeout_s)):
+            return TlsRequiredError(self._target)
+        return self._translate(err, run_id, method)
 
     def _translate(self, err: grpc.aio.AioRpcError, run_id: str, method: str) -> Exception:
         """Map a failed call to: retry later, refused for good, or a user-facing error."""

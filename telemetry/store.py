@@ -412,6 +412,10 @@ class TelemetryStore:
                            (since_seq, limit))
         return [RunRow(*r) for r in rows]
 
+    def last_run_change_seq(self) -> int:
+        """The global seq_id of the newest committed run change (0: none yet)."""
+        return self._query("SELECT coalesce(max(seq_id), 0) FROM run_changes")[0][0]
+
     def load_sessions(self) -> list[SessionRow]:
         """Every issued session (token digests), for the daemon to accept after a restart."""
         rows = self._query("SELECT token_sha256, run_id, worker_id, worker_kind, created_at_ns FROM sessions")

@@ -1,6 +1,7 @@
 """Hostile values at the daemon's door, sent by a raw client generated from the proto: NaN and
 infinite rewards are stored exactly; integers the store cannot hold are refused record by
 record (named, the neighbours stored); bytes that are not a message are INVALID_ARGUMENT."""
+import asyncio
 import csv
 import json
 import math
@@ -159,3 +160,42 @@ async def test_undecodable_messages_are_invalid_argument_and_earlier_records_sta
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
             assert "cannot be decoded" in refused.value.details()
         assert [s.step_index for s in daemon.store.read_steps("raw-run")] == [0]
+
+
+@pytest.mark.timeout(60)
+async def test_watch_runs_past_the_newest_change_is_refused_naming_it(daemon) -> None:
+    channel, stub = stub_for(daemon)
+    async with channel:
+        await register(stub, "before")
+        last = daemon.store.last_run_change_seq()
+        assert last > 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.WatchRuns(pb.WatchRunsRequest(since_seq=2 ** 64 - 1)).read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"newest run change ({last})" in refused.value.details()
+        watch = stub.WatchRuns(pb.WatchRunsRequest(since_seq=last))
+        await register(stub, "after")
+        first = await asyncio.wait_for(watch.read(), 10)
+        watch.cancel()
+    assert first.run_id == "after"
+
+
+@pytest.mark.timeout(60)
+async def test_undecodable_unary_requests_are_invalid_argument(daemon) -> None:
+    channel, _ = stub_for(daemon)
+    async with channel:
+        register_call = channel.unary_unary("/gymgui.trainer.TrainerService/RegisterWorker",
+                                            request_serializer=lambda raw: raw,
+                                            response_deserializer=pb.RegisterWorkerResponse.FromString)
+        watch_call = channel.unary_stream("/gymgui.trainer.TrainerService/WatchRuns",
+                                          request_serializer=lambda raw: raw,
+                                          response_deserializer=pb.RunRecord.FromString)
+        bad_utf8 = pb.RegisterWorkerRequest(run_id="\x01R\x01").SerializeToString().replace(b"\x01R\x01", b"\xff\xfe\xfd")
+        for payload in (bad_utf8, b"\xff\xff\xff not a protobuf message"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await register_call(payload)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "RegisterWorker request cannot be decoded" in refused.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await watch_call(b"\xff\xff\xff not a protobuf message").read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
