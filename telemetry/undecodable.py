@@ -48,17 +48,14 @@ class RefuseUndecodable(grpc.aio.ServerInterceptor):
 
         if handler.response_streaming:
             inner = handler.unary_stream
-            if inspect.isasyncgenfunction(inner):
-                async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    if isinstance(request, _Undecodable):
-                        await _refuse(context, method, request)
-                    async for response in inner(request, context):
-                        yield response
-            else:
-                async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    if isinstance(request, _Undecodable):
-                        await _refuse(context, method, request)
-                    return await inner(request, context)
+            if not inspect.isasyncgenfunction(inner):   # the daemon's streaming handlers all yield
+                return handler
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Undecodable):
+                    await _refuse(context, method, request)
+                async for response in inner(request, context):
+                    yield response
             return grpc.unary_stream_rpc_method_handler(
                 streaming, request_deserializer=tolerant, response_serializer=handler.response_serializer)
 

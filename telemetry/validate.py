@@ -98,8 +98,7 @@ def has_nan(values: list[tuple], kind: str) -> bool:
     position = REWARD_POSITION[kind]
     if position is None or not values:
         return False
-    rewards = map(itemgetter(position), values)
-    return not all(map(math.isfinite, rewards)) and any(map(math.isnan, map(itemgetter(position), values)))
+    return any(map(math.isnan, map(itemgetter(position), values)))
 
 
 #: The uint64 fields of each wire message, which may hold values the store cannot.

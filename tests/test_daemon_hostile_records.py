@@ -21,26 +21,32 @@ def _same_double(stored: float, sent: float) -> bool:
     return math.isnan(stored) if math.isnan(sent) else stored == sent
 
 
+def _with_non_finite(records: list, field: str = "reward") -> list:
+    """``records`` with ``field`` set to NaN, +inf, -inf in turn."""
+    for record, value in zip(records, NON_FINITE):
+        setattr(record, field, value)
+    return records
+
+
+def _step_block(agent_id: str, rewards: list[float], **extra) -> pb.StepColumns:
+    """A StepColumns block of one step per reward, in episode 0."""
+    n = len(rewards)
+    return pb.StepColumns(agent_id=agent_id, backend="q", episode_index=[0] * n, step_index=list(range(n)),
+                          action_json=["0"] * n, observation_json=["0"] * n, reward=rewards,
+                          terminated=[False] * n, truncated=[False] * n, timestamp_ns=list(range(1, n + 1)),
+                          policy_label=["p"] * n, **extra)
+
+
 @pytest.mark.timeout(60)
 async def test_nan_and_infinite_rewards_are_stored_exactly_on_every_publish_path(daemon) -> None:
     channel, stub = stub_for(daemon)
     async with channel:
         auth = await register(stub, "nan-run")
-        per_record = steps("nan-run", "a", 3)
-        for step, reward in zip(per_record, NON_FINITE):
-            step.reward = reward
-        first = await stub.PublishRunSteps(iterate(*per_record), metadata=auth)
-        eps = episodes("nan-run", "a", 3)
-        for episode, reward in zip(eps, NON_FINITE):
-            episode.total_reward = reward
+        first = await stub.PublishRunSteps(iterate(*_with_non_finite(steps("nan-run", "a", 3))), metadata=auth)
+        eps = _with_non_finite(episodes("nan-run", "a", 3), "total_reward")
         second = await stub.PublishRunEpisodes(iterate(*eps), metadata=auth)
-        as_messages = steps("nan-run", "b", 3)
-        as_columns = pb.StepColumns(agent_id="c", backend="q", episode_index=[0, 0, 0], step_index=[0, 1, 2],
-                                    action_json=["0"] * 3, observation_json=["0"] * 3, reward=list(NON_FINITE),
-                                    terminated=[False] * 3, truncated=[False] * 3, timestamp_ns=[1, 2, 3],
-                                    policy_label=["p"] * 3)
-        for step, reward in zip(as_messages, NON_FINITE):
-            step.reward = reward
+        as_messages = _with_non_finite(steps("nan-run", "b", 3))
+        as_columns = _step_block("c", list(NON_FINITE))
         episode_columns = pb.EpisodeColumns(agent_id="c", episode_index=[0, 1, 2], total_reward=list(NON_FINITE),
                                             steps=[1, 1, 1], terminated=[True] * 3, truncated=[False] * 3,
                                             metadata_json=["{}"] * 3, timestamp_ns=[1, 2, 3])
@@ -74,10 +80,7 @@ async def test_non_finite_rewards_are_exported_by_name(daemon, tmp_path) -> None
     channel, stub = stub_for(daemon)
     async with channel:
         auth = await register(stub, "nan-export")
-        sent = steps("nan-export", "a", 3)
-        for step, reward in zip(sent, NON_FINITE):
-            step.reward = reward
-        await stub.PublishRunSteps(iterate(*sent), metadata=auth)
+        await stub.PublishRunSteps(iterate(*_with_non_finite(steps("nan-export", "a", 3))), metadata=auth)
     export_run(daemon.store, "nan-export", "jsonl", tmp_path / "steps.jsonl")
     export_run(daemon.store, "nan-export", "csv", tmp_path / "steps.csv")
     lines = (tmp_path / "steps.jsonl").read_text().splitlines()
@@ -98,10 +101,7 @@ async def test_out_of_range_integers_are_refused_alone_and_named(daemon) -> None
                                              direction="sent", peer="b", kind="q_table")
         good_message = pb.CoordinationMessage(run_id="big-run", agent_id="a", message_index=0,
                                               direction="sent", peer="b", kind="q_table")
-        block = pb.StepColumns(agent_id="c", backend="q", episode_index=[0, 0], step_index=[0, 1],
-                               action_json=["0"] * 2, observation_json=["0"] * 2, reward=[0.5, 0.5],
-                               terminated=[False] * 2, truncated=[False] * 2, timestamp_ns=[1, 2],
-                               policy_label=["p"] * 2, episode_seed_rows=[1], episode_seed=[TOO_BIG])
+        block = _step_block("c", [0.5, 0.5], episode_seed_rows=[1], episode_seed=[TOO_BIG])
         batch = pb.TelemetryBatch(run_id="big-run", steps=[good[0], bad_step, good[1]],
                                   episodes=[bad_episode, *episodes("big-run", "a", 1)],
                                   messages=[bad_message, good_message], step_columns=[block])
