@@ -190,6 +190,26 @@ def _framed(tag: bytes, data: bytes) -> bytes:
 _Entry = tuple[str, bytes, int]
 
 
+def _record(message_type: type, where: Callable[[], str], **fields: Any) -> Any:
+    """``message_type(**fields)``; a string field that cannot be sent as UTF-8 (a lone
+    surrogate, e.g. from bytes decoded with "surrogateescape") is a ValueError naming the
+    record (``where()``, only built then) and the field, raised where the record was made."""
+    try:
+        return message_type(**fields)
+    except UnicodeEncodeError as err:
+        name = next(n for n, v in fields.items() if isinstance(v, str) and _not_utf8(v))
+        raise ValueError(f"{where()}: {name} is not valid Unicode text ({err.reason} at character "
+                         f"{err.start}); the record was not accepted") from None
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _refuse_out_of_range(kind: str, run_id: str, rows: list[tuple]) -> None:
     """Raise RecordOutOfRangeError naming the first record of ``rows`` the store cannot hold."""
     _, refusals = validate.screen(kind + "s", run_id, rows)
@@ -567,7 +587,8 @@ class TelemetrySession:
         error (e.g. TokenRefusedError) once one happened.
         """
         self._check_accepting(run_id)
-        msg = trainer_pb2.RunStep(
+        msg = _record(
+            trainer_pb2.RunStep, lambda: f"run {run_id!r}, agent {agent_id!r}, episode {episode_index}, step {step_index}",
             run_id=run_id, episode_index=episode_index, step_index=step_index,
             action_json=_as_json_text(action_json, "action_json"),
             observation_json=_as_json_text(observation_json, "observation_json"),
@@ -644,7 +665,8 @@ class TelemetrySession:
                            timestamp_ns: int | None = None) -> None:
         """Accept one finished episode; `metadata` is stored as metadata_json."""
         self._check_accepting(run_id)
-        msg = trainer_pb2.RunEpisode(
+        msg = _record(
+            trainer_pb2.RunEpisode, lambda: f"run {run_id!r}, agent {agent_id!r}, episode {episode_index}",
             run_id=run_id, episode_index=episode_index, total_reward=total_reward, steps=steps,
             terminated=terminated, truncated=truncated,
             metadata_json=_as_json_text(metadata, "metadata"),
@@ -671,7 +693,8 @@ class TelemetrySession:
         if direction not in ("sent", "received"):
             raise ValueError(f"direction must be 'sent' or 'received', got {direction!r}")
         self._check_accepting(run_id)
-        msg = trainer_pb2.CoordinationMessage(
+        msg = _record(
+            trainer_pb2.CoordinationMessage, lambda: f"run {run_id!r}, agent {agent_id!r}, message {message_index}",
             run_id=run_id, agent_id=agent_id, message_index=message_index, direction=direction,
             peer=peer, kind=kind, bytes=bytes, episode_index=episode_index,
             timestamp=_timestamp(timestamp_ns), worker_id=self._proxy.worker_id)

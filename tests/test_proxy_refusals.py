@@ -103,3 +103,17 @@ async def test_out_of_range_numbers_are_refused_at_emit_naming_agent_and_step(tm
             await tx.emit_steps("range", "walker", [Step(0), Step(TOO_BIG)])
         await tx.emit_step(**step_kwargs(1, run_id="range"))
         assert tx.stats.accepted == 1, "only the good record was accepted"
+
+
+async def test_text_that_is_not_unicode_is_refused_at_emit_naming_the_field(tmp_path: Path) -> None:
+    proxy = TelemetryGrpcProxy(f"127.0.0.1:{free_port()}", spool_dir=tmp_path, close_timeout_s=0.5)
+    broken = b"\xff".decode("utf-8", "surrogateescape")
+    async with proxy.session("text") as tx:
+        with pytest.raises(ValueError) as caught:
+            await tx.emit_step(**step_kwargs(4, run_id="text", agent_id="walker", action_json=broken))
+        for part in ("'walker'", "episode 0, step 4", "action_json"):
+            assert part in str(caught.value), str(caught.value)
+        with pytest.raises(ValueError, match="message 3: peer"):
+            await tx.emit_message("text", "walker", 3, "sent", broken, "q_table", 1)
+        await tx.emit_step(**step_kwargs(5, run_id="text"))
+        assert tx.stats.accepted == 1, "only the good record was accepted"
