@@ -8,7 +8,10 @@ Publishing: every publish stream must carry ``authorization: Bearer <token>`` (f
 RegisterWorker) valid for the run its records name. Records go to the store's single
 writer; the response's ``accepted`` counts records newly stored and ``dropped`` counts
 records not stored because their natural key was already there (retries, spool replays,
-repeats within the stream). A stream refused part-way (run_id changed: INVALID_ARGUMENT)
+repeats within the stream). A record holding a value the store cannot keep (an integer of
+2**63 or more) is refused on its own: the response's ``refused`` (extension) names it and
+the field, its neighbours are stored. NaN and infinite rewards are stored as they are.
+INTERNAL means a fault of the daemon itself (its store), never bad input. A stream refused part-way (run_id changed: INVALID_ARGUMENT)
 keeps what it sent before the refusal (committed before the refusal is sent). The response
 is sent only after every record of the stream is committed.
 
@@ -38,6 +41,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.auth import Session, SessionTokens, bearer_token
@@ -61,6 +66,8 @@ from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, Invalid
                             RunConflict, RunRegistry, RunState, RunStatus, UnknownRun, describe_control)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
+from telemetry.undecodable import RefuseUndecodable
+from telemetry.validate import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,8 @@ STEP_BATCH_BYTES = 1024 * 1024
 # committed either way); viewers and control streams end at once.
 SHUTDOWN_GRACE_S = 5.0
 MAX_RUN_ID_LENGTH = 256
+# A publish response lists at most this many refused records (it counts all of them).
+MAX_REFUSED_LISTED = 1000
 
 
 class DaemonStartError(Exception):
@@ -169,6 +178,8 @@ class _PublishStream:
         self._inflight: deque[asyncio.Future] = deque()
         self.accepted = 0
         self.dropped = 0
+        self.refused: list[pb.RefusedRecord] = []
+        self.refused_count = 0
         self._closed = False
 
     async def check_run(self, run_id: str) -> None:
@@ -196,6 +207,18 @@ class _PublishStream:
         await self._context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"run_id changed mid-stream from '{run.run_id}' to '{run_id}': open one stream per run")
+
+    async def refuse_undecodable(self, position: int, error: DecodeError) -> None:
+        """A message of the stream is not a valid protobuf message (corrupt bytes, a string
+        that is not UTF-8): nothing in it can be trusted, so the stream ends with
+        INVALID_ARGUMENT after committing what came before it."""
+        await self._settle()
+        run = f"run {self.run.run_id!r}" if self.run else f"a stream of run {self._session.run_id!r}"
+        log.warning("worker %s: %s: message %d cannot be decoded (%s)", self._session.worker_id, run, position, error)
+        await self._context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{run}: message {position} of the stream cannot be decoded ({error}); strings must be "
+            "UTF-8 and the bytes a serialized message of the RPC's type. The messages before it are stored.")
 
     async def add_record(self, kind: str, record: Any) -> None:
         """Buffer one record of the per-record RPCs."""
@@ -259,6 +282,19 @@ class _PublishStream:
             await self._context.abort(grpc.StatusCode.INTERNAL, str(exc))
         self.accepted += result.accepted
         self.dropped += result.dropped
+        if result.refused:
+            self._note_refused(result.refused)
+
+    def _note_refused(self, refusals: Sequence[Refusal]) -> None:
+        """Count records the store could not hold, keep the first few for the response, and
+        log the first of each job so the daemon's log names the run, agent and record."""
+        self.refused_count += len(refusals)
+        room = MAX_REFUSED_LISTED - len(self.refused)
+        self.refused.extend(pb.RefusedRecord(kind=r.kind, agent_id=r.agent_id, episode_index=r.episode_index,
+                                             index=r.index, field=r.field, reason=r.reason)
+                            for r in refusals[:max(room, 0)])
+        more = f" (and {len(refusals) - 1} more in this batch)" if len(refusals) > 1 else ""
+        log.warning("worker %s: refused %s%s", self._session.worker_id, refusals[0].reason, more)
 
     async def finish(self) -> pb.PublishTelemetryResponse:
         """Commit everything still buffered, wait for all of it, and answer with the counts."""
@@ -269,7 +305,8 @@ class _PublishStream:
                 await self._fold(self._inflight.popleft())
             log.debug("run %s: publish stream of %s done, accepted %d dropped %d",
                       self.run.run_id, self._session.worker_id, self.accepted, self.dropped)
-        return pb.PublishTelemetryResponse(accepted=self.accepted, dropped=self.dropped)
+        return pb.PublishTelemetryResponse(accepted=self.accepted, dropped=self.dropped,
+                                           refused=self.refused, refused_count=self.refused_count)
 
     def close(self) -> None:
         """The stream is over, however it ended: what was received still gets committed."""
@@ -369,6 +406,11 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     async def WatchRuns(self, request: pb.WatchRunsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunRecord]:
         statuses = set(request.status_filter)
         store = self._d.store
+        last = await asyncio.to_thread(store.last_run_change_seq)
+        if request.since_seq > last:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"since_seq {request.since_seq} is past the newest run change ({last}): "
+                                f"pass 0 for every change, or {last} for the changes from now on")
 
         def wanted(row: RunRow) -> bool:
             return not statuses or row.status in statuses
@@ -527,10 +569,15 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                        add: Callable[[_PublishStream, Any], Any]) -> pb.PublishTelemetryResponse:
         session = await self._session(context)
         stream = _PublishStream(self._d, session, context)
+        received = 0
         try:
-            async for message in requests:
-                await stream.check_run(message.run_id)
-                await add(stream, message)
+            try:
+                async for message in requests:
+                    received += 1
+                    await stream.check_run(message.run_id)
+                    await add(stream, message)
+            except DecodeError as exc:
+                await stream.refuse_undecodable(received + 1, exc)
             return await stream.finish()
         finally:
             stream.close()
@@ -721,9 +768,16 @@ def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.Serve
     if not (tls_cert and tls_key):
         raise DaemonStartError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
     try:
-        return grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+        key, cert = Path(tls_key).read_bytes(), Path(tls_cert).read_bytes()
     except OSError as exc:
         raise DaemonStartError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+    try:   # gRPC would only fail later, as an address that cannot be bound
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key, password=b"")
+    except ssl.SSLError as exc:
+        raise DaemonStartError(
+            f"the TLS certificate {tls_cert} and key {tls_key} cannot be used ({exc.reason or exc}): "
+            "--tls-cert needs a PEM certificate (chain) and --tls-key its PEM private key, unencrypted") from None
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
@@ -755,7 +809,7 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     registry = RunRegistry(writer, hub, store.list_runs(), fault_after_s=fault_after_s)
     daemon = Daemon(store=store, writer=writer, hub=hub, registry=registry,
                     tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes)
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=[RefuseUndecodable()], options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024)),
         ("grpc.so_reuseport", 0),

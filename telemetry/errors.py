@@ -96,6 +96,18 @@ class RecordsRejectedError(TelemetryError):
         )
 
 
+class RecordOutOfRangeError(TelemetryError, ValueError):
+    """`emit_*` was offered a record holding a number the daemon's store cannot hold.
+
+    Raised where the record was made, so the caller sees the agent, episode, step and field;
+    the record is not accepted (the daemon would refuse it).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}")
+
+
 class SessionClosedError(TelemetryError):
     """A record was offered to a telemetry session after the session had exited."""
 
@@ -129,3 +141,14 @@ class TlsHandshakeError(TelemetryError):
             "root_certificates=<CA PEM file>; if the certificate names another host, pass "
             "tls_server_name=<that name>."
         )
+
+
+class TlsRequiredError(TelemetryError):
+    """The daemon speaks TLS and the proxy connected without it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(
+            f"the daemon at {target} uses TLS and closed this plaintext connection: pass tls=True "
+            "to TelemetryGrpcProxy (and root_certificates=<CA PEM file> if its certificate comes "
+            "from a private CA).")

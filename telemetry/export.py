@@ -5,11 +5,16 @@ Columns / keys are the stored row's fields (``telemetry.store.StepRow``, ``Episo
 (``timestamp_ns``, 0 when the producer sent none). The export reads the SQLite file
 directly (WAL lets it run while the daemon writes), page by page, so memory stays flat
 however long the run is; it holds what was committed when each page was read.
+
+Non-finite rewards are exported as they were recorded: ``nan``, ``inf``, ``-inf`` in CSV
+(Python's spelling, which ``float()`` and pandas read back), and the strings ``"nan"``,
+``"inf"``, ``"-inf"`` in JSONL (JSON has no such numbers; bare NaN is not JSON).
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +28,13 @@ EXPORT_FORMATS = ("csv", "jsonl")
 EXPORT_KINDS = ("steps", "episodes", "messages")
 _ROW_TYPES = {"steps": StepRow, "episodes": EpisodeRow, "messages": MessageRow}
 _PAGE = 5000
+
+
+def _json_value(value: object) -> object:
+    """``value`` as JSON can hold it: a non-finite float as its name ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 class ExportError(ValueError):
@@ -77,7 +89,8 @@ def export_run(store: TelemetryStore, run_id: str, fmt: str = "csv", out: str | 
                 written += 1
         else:
             for row in _rows(store, run_id, kind, agent_id):
-                handle.write(json.dumps({n: getattr(row, n) for n in names}, ensure_ascii=False))
+                handle.write(json.dumps({n: _json_value(getattr(row, n)) for n in names}, ensure_ascii=False,
+                                        allow_nan=False))
                 handle.write("\n")
                 written += 1
     return written

@@ -36,11 +36,13 @@ How records travel, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -51,13 +53,14 @@ from typing import Any, Callable, Iterable, Sequence
 import grpc
 import grpc.aio
 
-from telemetry import columns
+from telemetry import columns, validate
 from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
-                              RecordsRejectedError, RunRefusedError, SessionClosedError,
-                              TelemetryError, TlsHandshakeError, TokenRefusedError)
+                              RecordOutOfRangeError, RecordsRejectedError, RunRefusedError, SessionClosedError,
+                              TelemetryError, TlsHandshakeError, TlsRequiredError, TokenRefusedError)
 from telemetry.flow import RunFlow
 from telemetry.generated import trainer_pb2, trainer_pb2_grpc
 from telemetry.spool import TelemetrySpool, default_spool_dir, read_frames
+from telemetry.store import record_values
 
 PROTO_VERSION = "MOSAIC/1.0"
 SCHEMA_ID = "mosaic.telemetry"
@@ -87,10 +90,15 @@ _YIELD_EVERY = 64           # emit_step/emit_episode yield to the event loop onc
 # UNAVAILABLE details meaning "something answered, but not in HTTP/2": not a daemon.
 _NOT_GRPC_MARKERS = ("Failed parsing HTTP/2", "http1.x", "Expected SETTINGS frame")
 _TLS_FAILURE_MARKER = "Tls handshake failed"
-# Outcome unknown or daemon away: keep the records and send them again later.
+# UNAVAILABLE detail of a server that accepted the connection and closed it at once: what a
+# TLS daemon does to a plaintext client (and a daemon stopping might do).
+_CLOSED_MARKER = "Socket closed"
+# Outcome unknown or daemon away (CANCELLED, ABORTED: a daemon stopping or restarting;
+# RESOURCE_EXHAUSTED: one too busy): keep the records and send them again later. Every other
+# code, INTERNAL and UNKNOWN included, is a refusal: the records go to the rejected folder
+# instead of being retried for ever.
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-              grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
-              grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED}
+              grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _AUTH_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 log = logging.getLogger(__name__)
@@ -182,6 +190,71 @@ def _framed(tag: bytes, data: bytes) -> bytes:
 _Entry = tuple[str, bytes, int]
 
 
+def _record(message_type: type, where: Callable[[], str], **fields: Any) -> Any:
+    """``message_type(**fields)``; a string field that cannot be sent as UTF-8 (a lone
+    surrogate, e.g. from bytes decoded with "surrogateescape") is a ValueError naming the
+    record (``where()``, only built then) and the field, raised where the record was made."""
+    try:
+        return message_type(**fields)
+    except UnicodeEncodeError as err:
+        name = next(n for n, v in fields.items() if isinstance(v, str) and _not_utf8(v))
+        raise ValueError(f"{where()}: {name} is not valid Unicode text ({err.reason} at character "
+                         f"{err.start}); the record was not accepted") from None
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_out_of_range(kind: str, run_id: str, rows: list[tuple]) -> None:
+    """Raise RecordOutOfRangeError naming the first record of ``rows`` the store cannot hold."""
+    _, refusals = validate.screen(kind + "s", run_id, rows)
+    raise RecordOutOfRangeError(refusals[0].reason)
+
+
+def _refused_batch(run_id: str, payloads: list[bytes],
+                   refused: Sequence[trainer_pb2.RefusedRecord]) -> trainer_pb2.TelemetryBatch:
+    """The records of ``payloads`` that the daemon's response lists as refused."""
+    wanted = {(r.kind, r.agent_id, r.episode_index, r.index) for r in refused}
+    out = trainer_pb2.TelemetryBatch(run_id=run_id)
+    for payload in payloads:
+        batch = trainer_pb2.TelemetryBatch.FromString(payload)
+        blocks = _blocks(batch)
+        steps = [*batch.steps, *(s for b in blocks if type(b) is trainer_pb2.StepColumns
+                                 for s in columns.expand(run_id, b))]
+        episodes = [*batch.episodes, *(e for b in blocks if type(b) is trainer_pb2.EpisodeColumns
+                                       for e in columns.expand(run_id, b))]
+        out.steps.extend(s for s in steps if ("step", s.agent_id, s.episode_index, s.step_index) in wanted)
+        out.episodes.extend(e for e in episodes if ("episode", e.agent_id, e.episode_index, 0) in wanted)
+        out.messages.extend(m for m in batch.messages
+                            if ("message", m.agent_id, m.episode_index, m.message_index) in wanted)
+    return out
+
+
+async def _speaks_tls(target: str, timeout: float) -> bool:
+    """Whether ``target`` ("host:port") completes a TLS handshake (certificate not checked):
+    tells a TLS daemon, which closes plaintext connections, from one that is stopping."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port), ssl=probe), timeout)
+    except (OSError, asyncio.TimeoutError):   # ssl.SSLError is an OSError
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 class _DaemonUnavailable(Exception):
     """The daemon is away or the outcome of a call is unknown: spool and retry."""
 
@@ -215,6 +288,8 @@ class ProxyStats:
     replayed (replayed spool of an earlier session counts too, so it may exceed accepted).
     spooled: records written to the disk spool. replayed: delivered records that came from
     the spool. buffered: accepted records in memory, not yet delivered or spooled.
+    refused: records the daemon refused, kept in the spool's rejected folder (see
+    `TelemetrySession.refusals`).
     connected: whether the last exchange with the daemon succeeded. control_streams: open
     ControlStream subscriptions.
     """
@@ -225,6 +300,7 @@ class ProxyStats:
     buffered: int
     connected: bool
     control_streams: int
+    refused: int = 0
 
 
 @dataclass
@@ -268,7 +344,10 @@ class TelemetryGrpcProxy:
         jsonl_stdout: also write every accepted record as one JSON line on stdout.
         batch_max_records: records per batch message (a column block of many steps counts as
             one); that many buffered records wake the sender.
-        flush_interval_s: the sender flushes at least this often.
+        flush_interval_s: the sender flushes at least this often; while the daemon is down
+            (between reconnect attempts), each flush writes the buffer to the spool file, so
+            a record `emit_*` accepted is on disk (it survives a SIGKILL of this process)
+            within about this interval.
         buffer_max_records / buffer_max_bytes: in-memory buffer bound, in messages (a record,
             or a column block of many) and in bytes; beyond either, emit spills the buffer to
             the spool.
@@ -277,8 +356,8 @@ class TelemetryGrpcProxy:
         close_timeout_s: on exit, how long to keep delivering to a daemon that answers before
             leaving the rest in the spool.
         reconnect_max_backoff_s: ceiling of the jittered reconnect backoff.
-        spool_sync_interval_s: fsync cadence of the spool (and, while the daemon is down,
-            how often the buffer is moved to disk at the latest).
+        spool_sync_interval_s: fsync cadence of the spool (what survives an operating-system
+            crash; `flush()` fsyncs at once).
         heartbeat_interval_s: how often each registered run gets a Heartbeat, so the daemon
             knows an idle (e.g. paused) worker is alive.
     """
@@ -393,6 +472,8 @@ class TelemetrySession:
         self._delivered = 0
         self._spooled = 0
         self._replayed = 0
+        self._refused = 0
+        self._refusals: list[RecordsRejectedError] = []
         self._connected = False
         self._control_open = 0
         self._fatal: TelemetryError | None = None
@@ -417,7 +498,6 @@ class TelemetrySession:
         #: after a resuming registration: per agent_id, the episode index its run continues at
         self.next_episode_index: dict[str, int] = {}
         self._store_id = ""   # the store of the daemon met at the target ("" until met)
-        self._rejections: list[RecordsRejectedError] = []   # batches the daemon refused for good
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> "TelemetrySession":
@@ -451,8 +531,6 @@ class TelemetrySession:
         await self._close()
         if exc is None and self._fatal is not None:
             raise self._fatal
-        if exc is None and self._rejections:
-            raise self._rejections[0]
 
     async def _handshake(self) -> None:
         """Fail fast on a target that is not a daemon or refuses us; a down daemon is fine."""
@@ -467,7 +545,7 @@ class TelemetrySession:
                 self._met_store(health.store_id)
             self._connected = True
         except grpc.aio.AioRpcError as err:
-            failure = self._translate(err, self._run_id or "", "GetHealth")
+            failure = await self._handshake_failure(err, self._run_id or "", "GetHealth")
             if not isinstance(failure, _DaemonUnavailable):
                 raise failure from None
             self._note_down(failure, self._run_id)
@@ -519,7 +597,8 @@ class TelemetrySession:
         error (e.g. TokenRefusedError) once one happened.
         """
         self._check_accepting(run_id)
-        msg = trainer_pb2.RunStep(
+        msg = _record(
+            trainer_pb2.RunStep, lambda: f"run {run_id!r}, agent {agent_id!r}, episode {episode_index}, step {step_index}",
             run_id=run_id, episode_index=episode_index, step_index=step_index,
             action_json=_as_json_text(action_json, "action_json"),
             observation_json=_as_json_text(observation_json, "observation_json"),
@@ -574,6 +653,8 @@ class TelemetrySession:
     def _accept_block(self, run_id: str, block: columns.Block) -> None:
         """Buffer one column block, halved until each part fits a wire message."""
         tag, kind, _ = _BLOCK_KINDS[type(block)]
+        if validate.exceeds_int64(block):
+            _refuse_out_of_range(kind, run_id, columns.row_values(block))
         data = block.SerializeToString()
         if len(data) > self._record_limit(run_id):
             if columns.count(block) > 1:
@@ -594,7 +675,8 @@ class TelemetrySession:
                            timestamp_ns: int | None = None) -> None:
         """Accept one finished episode; `metadata` is stored as metadata_json."""
         self._check_accepting(run_id)
-        msg = trainer_pb2.RunEpisode(
+        msg = _record(
+            trainer_pb2.RunEpisode, lambda: f"run {run_id!r}, agent {agent_id!r}, episode {episode_index}",
             run_id=run_id, episode_index=episode_index, total_reward=total_reward, steps=steps,
             terminated=terminated, truncated=truncated,
             metadata_json=_as_json_text(metadata, "metadata"),
@@ -621,7 +703,8 @@ class TelemetrySession:
         if direction not in ("sent", "received"):
             raise ValueError(f"direction must be 'sent' or 'received', got {direction!r}")
         self._check_accepting(run_id)
-        msg = trainer_pb2.CoordinationMessage(
+        msg = _record(
+            trainer_pb2.CoordinationMessage, lambda: f"run {run_id!r}, agent {agent_id!r}, message {message_index}",
             run_id=run_id, agent_id=agent_id, message_index=message_index, direction=direction,
             peer=peer, kind=kind, bytes=bytes, episode_index=episode_index,
             timestamp=_timestamp(timestamp_ns), worker_id=self._proxy.worker_id)
@@ -669,7 +752,13 @@ class TelemetrySession:
         if self._inflight_first is not None:
             buffered = self._accepted - self._inflight_first + 1
         return ProxyStats(self._accepted, self._delivered, self._spooled, self._replayed,
-                          buffered, self._connected, self._control_open)
+                          buffered, self._connected, self._control_open, self._refused)
+
+    @property
+    def refusals(self) -> list[RecordsRejectedError]:
+        """Every refusal by the daemon so far, each naming its records and the file in the
+        rejected folder that keeps them. A refusal never stops the session."""
+        return list(self._refusals)
 
     @property
     def spool_folder(self) -> Path | None:
@@ -771,6 +860,8 @@ class TelemetrySession:
             raise self._fatal
 
     async def _accept(self, kind: str, tag: bytes, run_id: str, agent_id: str, msg: Any) -> None:
+        if validate.exceeds_int64(msg):
+            _refuse_out_of_range(kind, run_id, record_values(kind + "s", [msg]))
         data = msg.SerializeToString()
         limit = self._record_limit(run_id)
         if len(data) > limit:
@@ -871,7 +962,7 @@ class TelemetrySession:
                     await self._submit_run(link.run_id)
                     response = await self._stub.RegisterWorker(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
-                raise self._translate(err, link.run_id, "RegisterWorker") from None
+                raise await self._handshake_failure(err, link.run_id, "RegisterWorker") from None
             if response.accepted_version and response.accepted_version != PROTO_VERSION:
                 raise ProtocolVersionError(self._target, PROTO_VERSION, response.accepted_version)
             if response.max_message_bytes:
@@ -940,6 +1031,14 @@ class TelemetrySession:
                 return
             await asyncio.sleep(backoff.next_delay())
 
+    async def _handshake_failure(self, err: grpc.aio.AioRpcError, run_id: str, method: str) -> Exception:
+        """`_translate` for a handshake call, which also tells a TLS daemon closing this
+        plaintext connection (TlsRequiredError) from a daemon that is away."""
+        if (err.code() == grpc.StatusCode.UNAVAILABLE and _CLOSED_MARKER in (err.details() or "")
+                and not self._proxy.tls and await _speaks_tls(self._target, self._proxy.connect_timeout_s)):
+            return TlsRequiredError(self._target)
+        return self._translate(err, run_id, method)
+
     def _translate(self, err: grpc.aio.AioRpcError, run_id: str, method: str) -> Exception:
         """Map a failed call to: retry later, refused for good, or a user-facing error."""
         code = err.code()
@@ -1003,7 +1102,7 @@ class TelemetrySession:
             self._spill_buffer("telemetry stopped")
         elif self._connected or loop.time() >= self._retry_at or self._closing:
             await self._pump(forced)
-        elif forced or sync_due or self._buffered >= self._proxy.batch_max_records:
+        else:   # daemon down: every round, so an accepted record survives the process's death
             self._spill_buffer("daemon unavailable")
         if sync_due:
             next_sync = loop.time() + self._proxy.spool_sync_interval_s
@@ -1149,7 +1248,7 @@ class TelemetrySession:
                     await self._send(run_id, payloads)
                     self._delivered += count
                 except _Refused as refusal:
-                    self._quarantine(run_id, payloads, str(refusal))
+                    self._quarantine(run_id, payloads, str(refusal), count)
                 groups.pop(0)
         finally:
             # Unknown outcome or cancelled: keep them on disk, the daemon dedups the re-send.
@@ -1231,7 +1330,7 @@ class TelemetrySession:
         try:
             await self._send(run_id, payloads)
         except _Refused as refusal:
-            self._quarantine(run_id, payloads, str(refusal))
+            self._quarantine(run_id, payloads, str(refusal), count)
             return
         self._delivered += count
         self._replayed += count
@@ -1271,13 +1370,14 @@ class TelemetrySession:
             out.extend(self._resplit(batch, with_columns=False) if _blocks(batch) else [payload])
         return out
 
-    def _quarantine(self, run_id: str, payloads: list[bytes], detail: str) -> None:
-        """Keep batches the daemon refused for good in the rejected folder and go on: what
-        follows is still delivered, and the session's exit raises the first refusal."""
+    def _quarantine(self, run_id: str, payloads: list[bytes], detail: str, count: int) -> None:
+        """Keep records the daemon refused in the rejected folder and go on: a refusal never
+        blocks the records after it."""
         path = None
         for payload in payloads:
             path = self._spool.quarantine(payload, f"run {run_id}: {detail}")
-        self._rejections.append(RecordsRejectedError(self._target, run_id, detail, str(path)))
+        self._refused += count
+        self._refusals.append(RecordsRejectedError(self._target, run_id, detail, str(path)))
 
     async def _send(self, run_id: str, payloads: list[bytes]) -> None:
         """Publish serialized batches of one run; re-register once on a refused token."""
@@ -1310,7 +1410,21 @@ class TelemetrySession:
             if response.dropped:
                 log.debug("%s: daemon reports %d duplicate record(s) already stored",
                           link.describe(), response.dropped)
+            if response.refused_count:
+                self._keep_refused(run_id, payloads, response)
             return
+
+    def _keep_refused(self, run_id: str, payloads: list[bytes],
+                      response: trainer_pb2.PublishTelemetryResponse) -> None:
+        """The daemon stored a call's records but some: keep those in the rejected folder,
+        with the daemon's reason for each."""
+        reasons = [r.reason for r in response.refused]
+        unlisted = response.refused_count - len(reasons)
+        if unlisted:
+            reasons.append(f"and {unlisted} more refused records the daemon did not list")
+        refused = _refused_batch(run_id, payloads, response.refused)
+        detail = f"{response.refused_count} record(s) refused: " + "; ".join(reasons)
+        self._quarantine(run_id, [refused.SerializeToString()], detail, response.refused_count)
 
     async def _send_per_record(self, link: _RunLink,
                                payloads: list[bytes]) -> trainer_pb2.PublishTelemetryResponse:
@@ -1335,4 +1449,6 @@ class TelemetrySession:
                                         timeout=self._proxy.rpc_timeout_s)
                 total.accepted += response.accepted
                 total.dropped += response.dropped
+                total.refused.extend(response.refused)
+                total.refused_count += response.refused_count
         return total

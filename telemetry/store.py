@@ -21,6 +21,11 @@ Record identity and order (the meaning DESIGN.md holds to):
   order. A row's ``id`` is ``(run_key << 40) | seq_id``: each run's records sit together in
   seq order in the table's own b-tree, so a replay is a range scan and no extra index is
   needed on the write path.
+* non-finite rewards: stored exactly. SQLite keeps the infinities as REAL but would turn
+  NaN into NULL, so a NaN ``reward`` / ``total_reward`` is stored as the text ``'nan'`` in
+  its REAL column (which keeps it, untouched by affinity) and read back as ``float('nan')``.
+  Integers that SQLite cannot hold are refused per record before the store sees them
+  (``telemetry.validate``).
 * durability: ``synchronous=NORMAL`` in WAL mode. A committed transaction survives the
   daemon being killed (SIGKILL); an operating-system crash or power loss may lose the last
   few transactions.
@@ -39,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetry.columns import ColumnsError, row_values as column_rows
-from telemetry.validation import RecordValueError, check_rows, store_nan, stored_float
+from telemetry.validate import REWARD_POSITION, Refusal, has_nan, screen
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +158,10 @@ class StoreError(Exception):
 
 
 class InvalidRecords(ValueError):
-    """A publish job holds records that cannot be stored (wrong run_id, out-of-range number)."""
+    """A publish job that cannot be stored at all (wrong run_id, unknown run, misaligned columns)."""
+
+#: How a NaN reward is kept in its REAL column (SQLite would store a NaN float as NULL).
+NAN_TEXT = "nan"
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,28 +271,28 @@ _RUN_COLUMNS = ("run_id, status, digest, config_json, created_at_ns, updated_at_
                 "last_heartbeat_ns, failure_reason, seq_id, control_json")
 
 
-def _bool_row(row_type: type, flags: tuple[str, ...], floats: tuple[str, ...] = ()) -> Callable[[str, tuple], Any]:
+def _bool_row(row_type: type, flags: tuple[str, ...], reward: str | None = None) -> Callable[[str, tuple], Any]:
     """Build a converter from a (seq_id, *columns) tuple to ``row_type`` with the run_id
-    inserted, the SQLite 0/1 ``flags`` turned back into bools and a stored NaN (the text 'nan'
-    in a ``floats`` column, see ``telemetry.validation``) back into a float."""
+    inserted, the SQLite 0/1 ``flags`` turned back into bools and the ``reward`` column's
+    NaN text (``NAN_TEXT``) back into a float."""
     names = [f for f in row_type.__dataclass_fields__]
     flag_positions = [names.index(f) for f in flags]
-    float_positions = [names.index(f) for f in floats]
+    reward_position = names.index(reward) if reward else None
 
     def convert(run_id: str, raw: tuple) -> Any:
         values = [raw[0], run_id, *raw[1:]]
         for i in flag_positions:
             values[i] = bool(values[i])
-        for i in float_positions:
-            values[i] = stored_float(values[i])
+        if reward_position is not None and type(values[reward_position]) is str:
+            values[reward_position] = float(values[reward_position])
         return row_type(*values)
 
     return convert
 
 
 _READS: dict[str, tuple[str, Callable[[str, tuple], Any]]] = {
-    "steps": (_STEP_COLUMNS, _bool_row(StepRow, ("terminated", "truncated"), ("reward",))),
-    "episodes": (_EPISODE_COLUMNS, _bool_row(EpisodeRow, ("terminated", "truncated"), ("total_reward",))),
+    "steps": (_STEP_COLUMNS, _bool_row(StepRow, ("terminated", "truncated"), "reward")),
+    "episodes": (_EPISODE_COLUMNS, _bool_row(EpisodeRow, ("terminated", "truncated"), "total_reward")),
     "messages": (_MESSAGE_COLUMNS, _bool_row(MessageRow, ())),
 }
 
@@ -419,6 +427,10 @@ class TelemetryStore:
                            (since_seq, limit))
         return [RunRow(*r) for r in rows]
 
+    def last_run_change_seq(self) -> int:
+        """The global seq_id of the newest committed run change (0: none yet)."""
+        return self._query("SELECT coalesce(max(seq_id), 0) FROM run_changes")[0][0]
+
     def load_sessions(self) -> list[SessionRow]:
         """Every issued session (token digests), for the daemon to accept after a restart."""
         rows = self._query("SELECT token_sha256, run_id, worker_id, worker_kind, created_at_ns FROM sessions")
@@ -518,7 +530,8 @@ class IngestResult:
     Steps and episodes that arrived as columns have no message: their entry in ``new_steps``
     (``new_episodes``) is None, and ``new_step_values`` (``new_episode_values``), aligned with
     it, holds every new row's values, from which ``telemetry.columns.step_message``
-    (``episode_message``) builds one when someone wants it."""
+    (``episode_message``) builds one when someone wants it. ``refused`` lists the records
+    not stored because the store cannot hold one of their values (``telemetry.validate``)."""
     run_id: str
     accepted: int = 0
     dropped: int = 0
@@ -530,6 +543,7 @@ class IngestResult:
     first_episode_seq: int = 0
     new_messages: list = field(default_factory=list)
     first_message_seq: int = 0
+    refused: list[Refusal] = field(default_factory=list)
 
 
 def _check_run_ids(records: Sequence[Any], run_id: str) -> None:
@@ -619,7 +633,7 @@ class _Job:
 class _IngestJob(_Job):
     """Records of one run. Built on the submitting thread: run_ids checked, column values
     extracted; the writer only numbers and inserts them."""
-    __slots__ = ("run_id", "records", "values", "stored", "agents")
+    __slots__ = ("run_id", "records", "values", "agents", "refused", "with_nan")
 
     def __init__(self, run_id: str, steps: Sequence[Any], episodes: Sequence[Any], messages: Sequence[Any],
                  future: asyncio.Future, on_commit: Callable[[Any], None] | None,
@@ -640,23 +654,27 @@ class _IngestJob(_Job):
             if rows:
                 self.values[kind] = self.values.get(kind, []) + rows
                 self.records[kind] = list(self.records.get(kind, ())) + [None] * len(rows)
-        self.stored = {}
-        for kind, values in self.values.items():
-            try:
-                has_nan = check_rows(run_id, kind, values) if values else False
-            except RecordValueError as exc:
-                raise InvalidRecords(str(exc)) from None
-            self.stored[kind] = store_nan(kind, values) if has_nan else values
+        self.refused: list[Refusal] = []
+        for kind in list(self.values):
+            keep, refused = screen(kind, run_id, self.values[kind])
+            if keep is not None:
+                self.refused.extend(refused)
+                self.values[kind] = [self.values[kind][i] for i in keep]
+                self.records[kind] = [self.records[kind][i] for i in keep]
+        self.with_nan = {kind for kind, values in self.values.items() if has_nan(values, kind)}
         super().__init__(sum(len(records) for records in self.records.values()), future, on_commit)
         self.agents = {v[0] for values in self.values.values() for v in values}
 
     def apply(self, writer: "_WriterThreadState", conn: sqlite3.Connection) -> IngestResult:
         run_key = writer.run_key(conn, self.run_id)
-        result = IngestResult(self.run_id)
+        result = IngestResult(self.run_id, refused=self.refused)
         writer.note_agents(conn, run_key, self.agents)
         for kind, records in self.records.items():
             values = self.values[kind]
-            keep, first_seq = writer.insert(conn, run_key, kind, self.stored[kind])
+            if not records:
+                continue
+            stored = _nan_as_text(values, REWARD_POSITION[kind]) if kind in self.with_nan else values
+            keep, first_seq = writer.insert(conn, run_key, kind, stored)
             new = records if keep is None else [records[i] for i in keep]
             result.accepted += len(new)
             result.dropped += len(records) - len(new)
@@ -665,6 +683,18 @@ class _IngestJob(_Job):
             if kind != "messages":
                 setattr(result, f"new_{kind[:-1]}_values", values if keep is None else [values[i] for i in keep])
         return result
+
+
+def record_values(kind: str, records: Sequence[Any]) -> list[tuple]:
+    """The store rows (after id, run_key, seq_id) of protobuf records of ``kind``
+    ("steps", "episodes" or "messages"), as ``telemetry.validate.screen`` checks them."""
+    return _SPECS[kind].values(records)
+
+
+def _nan_as_text(values: list[tuple], position: int) -> list[tuple]:
+    """The rows with a NaN at ``position`` replaced by ``NAN_TEXT`` (see the module notes)."""
+    return [row[:position] + (NAN_TEXT,) + row[position + 1:] if row[position] != row[position] else row
+            for row in values]
 
 
 class _SaveRunJob(_Job):
@@ -767,10 +797,6 @@ class _WriterThreadState:
             stored = len(keep)
             if keep:
                 conn.executemany(spec.insert_sql, _numbered(run_key, first_seq, [values[i] for i in keep]))
-        except OverflowError as exc:
-            conn.execute("ROLLBACK TO batch")
-            conn.execute("RELEASE batch")
-            raise InvalidRecords(f"a {kind[:-1]} holds a number SQLite cannot store ({exc})") from None
         conn.execute("RELEASE batch")
         self.last_seq[(run_key, kind)] = first_seq + stored - 1
         return keep, first_seq

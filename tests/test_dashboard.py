@@ -225,3 +225,22 @@ async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
         writer.close()
         await channel.close()
         await daemon.stop(grace=None)
+
+
+async def test_non_finite_rewards_reach_the_pages_by_name(dashboard_daemon: DashboardDaemon) -> None:
+    env = dashboard_daemon
+    channel, publisher = await _publisher(env, "run-nan", "alice")
+    try:
+        steps = make_steps("run-nan", "alice", 3)
+        for step, reward in zip(steps, (float("nan"), float("inf"), float("-inf"))):
+            step.reward = reward
+        episode = make_episodes("run-nan", "alice", 1)[0]
+        episode.total_reward = float("nan")
+        await publisher.publish(steps=steps, episodes=[episode])
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{env.url}/api/runs/run-nan/replay",
+                                params={"agent_id": "alice", "episode": "0"}) as api:
+                body = json.loads(await api.text(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+        assert [row["reward"] for row in body["steps"]] == ["nan", "inf", "-inf"]
+    finally:
+        await channel.close()

@@ -210,3 +210,27 @@ async def test_screenshot_of_two_agents_training(dashboard_daemon: DashboardDaem
         target.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(target), full_page=True)
         assert target.stat().st_size > 10_000
+
+
+async def test_non_finite_rewards_are_shown_as_such_and_not_plotted(dashboard_daemon: DashboardDaemon, page) -> None:
+    env = dashboard_daemon
+    channel, (alice,) = await _registered(env, "run-nan", "alice")
+    try:
+        await page.goto(f"{env.url}/runs/run-nan")
+        await _train(alice, TabularTrainer("FrozenLake-v1", "run-nan", "alice", is_slippery=False), 2)
+        panel = 'section[data-agent-id="alice"]'
+        await page.wait_for_selector(f'{panel} svg[data-k="return-chart"][data-points="2"]', timeout=10_000)
+        odd = [pb.RunStep(run_id="run-nan", agent_id="alice", episode_index=500, step_index=i, action_json="0",
+                          observation_json="0", reward=reward, payload_version=1)
+               for i, reward in enumerate((float("nan"), float("-inf")))]
+        episode = pb.RunEpisode(run_id="run-nan", agent_id="alice", episode_index=500, total_reward=float("nan"),
+                                steps=2, terminated=True, metadata_json="{}")
+        await alice.publish(steps=odd, episodes=[episode])
+        await page.wait_for_selector(f'{panel} [data-k="episodes"]:text("3")', timeout=10_000)
+        assert "NaN" in await page.text_content(f'{panel} tr[data-episode="500"][data-step="0"]')
+        assert "-∞" in await page.text_content(f'{panel} tr[data-episode="500"][data-step="1"]')
+        assert "NaN" in await page.text_content(f'{panel} [data-k="last-return"]')
+        # Two measured returns plotted; the NaN one is in the numbers, not in the curve.
+        assert await page.get_attribute(f'{panel} svg[data-k="return-chart"]', "data-points") == "2"
+    finally:
+        await channel.close()

@@ -7,6 +7,7 @@ converter per kind serves both. Shapes (all keys always present):
 run      {"run_id", "status" ("EXEC"...), "failure_reason", "created_ms", "updated_ms",
           "steps", "episodes", "messages", "agents"}   (counts; "agents" is a number)
 step     {"seq", "agent_id", "episode", "step", "action", "reward", "terminated", "truncated", "ts_ms"}
+         ("reward" and "total_reward": a number, or "nan" / "inf" / "-inf")
 episode  {"seq", "agent_id", "episode", "total_reward", "steps", "terminated", "truncated",
           "success" (true/false, or null when unknown), "ts_ms"}
 message  {"seq", "agent_id", "index", "direction", "peer", "kind", "bytes", "episode", "ts_ms"}
@@ -34,9 +35,10 @@ def parse_json(text: str) -> Any:
         return text
 
 
-def _number(value: float) -> float | None:
-    """A float JSON can carry: NaN and infinities (a broken agent's rewards) become null."""
-    return value if math.isfinite(value) else None
+def _number(value: float) -> float | str:
+    """A reward as JSON can carry it: NaN and the infinities (an agent's own values, stored
+    as they are) become "nan", "inf", "-inf", which the pages turn back into numbers."""
+    return value if math.isfinite(value) else str(value)
 
 
 def _ts_ms(record: Any) -> int:

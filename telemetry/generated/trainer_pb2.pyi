@@ -288,12 +288,32 @@ class RunEpisode(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., episode_index: _Optional[int] = ..., total_reward: _Optional[float] = ..., steps: _Optional[int] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., metadata_json: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seq_id: _Optional[int] = ..., agent_id: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class PublishTelemetryResponse(_message.Message):
-    __slots__ = ("accepted", "dropped")
+    __slots__ = ("accepted", "dropped", "refused", "refused_count")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     dropped: int
-    def __init__(self, accepted: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedRecord]
+    refused_count: int
+    def __init__(self, accepted: _Optional[int] = ..., dropped: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[RefusedRecord, _Mapping]]] = ..., refused_count: _Optional[int] = ...) -> None: ...
+
+class RefusedRecord(_message.Message):
+    __slots__ = ("kind", "agent_id", "episode_index", "index", "field", "reason")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    agent_id: str
+    episode_index: int
+    index: int
+    field: str
+    reason: str
+    def __init__(self, kind: _Optional[str] = ..., agent_id: _Optional[str] = ..., episode_index: _Optional[int] = ..., index: _Optional[int] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CoordinationMessage(_message.Message):
     __slots__ = ("run_id", "agent_id", "message_index", "direction", "peer", "kind", "bytes", "episode_index", "timestamp", "seq_id", "worker_id")

@@ -17,6 +17,22 @@ export function fmt(value, digits = 2) {
   return value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
+/** A reward for people: as `fmt`, but NaN shown as "NaN" (the agent's value, not a missing one). */
+export function fmtReward(value) {
+  return Number.isNaN(value) ? "NaN" : fmt(value);
+}
+
+const NON_FINITE = { nan: NaN, inf: Infinity, "-inf": -Infinity };
+
+/** JSON.parse reviver: the server sends non-finite rewards as "nan", "inf", "-inf" (JSON has no
+ * such numbers); this turns them back into numbers. */
+export function reviveRewards(key, value) {
+  if ((key === "reward" || key === "total_reward") && typeof value === "string" && value in NON_FINITE) {
+    return NON_FINITE[value];
+  }
+  return value;
+}
+
 /** Seconds-resolution local time of a millisecond timestamp, or "—". */
 export function fmtTime(ms) {
   if (!ms) return "—";
@@ -27,7 +43,7 @@ export function fmtTime(ms) {
 /** GET a JSON document; throws an Error carrying the server's message on a non-2xx answer. */
 export async function getJSON(url) {
   const response = await fetch(url, { headers: { Accept: "application/json" } });
-  const body = await response.json().catch(() => ({}));
+  const body = await response.text().then((text) => JSON.parse(text, reviveRewards)).catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
   return body;
 }

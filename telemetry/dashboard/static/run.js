@@ -1,7 +1,7 @@
 // One run: a tab per agent, created when that agent's first record arrives over the
 // server-sent event stream, with live curves, the latest steps, coordination messages,
 // and an episode replay. Protocol: see telemetry/dashboard/live.py.
-import { esc, fmt, getJSON, badge } from "/static/common.js";
+import { esc, fmt, fmtReward, getJSON, badge, reviveRewards } from "/static/common.js";
 import { drawSeries } from "/static/charts.js";
 import { drawBoard, gridKind, actionName } from "/static/grid.js";
 
@@ -162,10 +162,10 @@ function render(a) {
   const recent = a.episodes.slice(-STATS_WINDOW);
   ref("episodes").textContent = fmt(a.episodes.length);
   const last = a.episodes[a.episodes.length - 1];
-  ref("last-return").textContent = last ? `last return ${fmt(last.total_reward)}` : "";
+  ref("last-return").textContent = last ? `last return ${fmtReward(last.total_reward)}` : "";
   ref("steps").textContent = fmt(totalSteps(a));
   ref("thinned").textContent = a.skipped ? `${fmt(a.skipped)} thinned from the table` : "";
-  ref("mean-return").textContent = fmt(mean(recent.map((e) => e.total_reward)));
+  ref("mean-return").textContent = fmtReward(mean(recent.map((e) => e.total_reward)));
   ref("mean-length").textContent = fmt(mean(recent.map((e) => e.steps)), 1);
   const succ = recent.filter((e) => e.success !== null);
   ref("success").textContent = succ.length ? `${fmt((100 * succ.filter((e) => e.success).length) / succ.length, 0)}%` : "—";
@@ -173,14 +173,16 @@ function render(a) {
   ref("sps").textContent = sps === null ? "—" : fmt(Math.round(sps));
 
   const xs = a.episodes.map((e) => e.episode);
-  drawSeries(ref("return-chart"), xs, a.episodes.map((e) => e.total_reward));
+  // Returns that are not finite (an agent's NaN) are shown in the tables, not plotted.
+  const measured = a.episodes.filter((e) => Number.isFinite(e.total_reward));
+  drawSeries(ref("return-chart"), measured.map((e) => e.episode), measured.map((e) => e.total_reward));
   drawSeries(ref("length-chart"), xs, a.episodes.map((e) => e.steps));
 
   const kind = a.kind;
   ref("steps-body").innerHTML = a.steps.slice().reverse().map((s) => `
     <tr data-seq="${s.seq}" data-episode="${s.episode}" data-step="${s.step}"${s.fresh ? ' class="fresh"' : ""}>
       <td class="num muted">${s.seq}</td><td class="num">${s.episode}</td><td class="num">${s.step}</td>
-      <td>${esc(actionName(kind, s.action))}</td><td class="num">${fmt(s.reward)}</td>
+      <td>${esc(actionName(kind, s.action))}</td><td class="num">${fmtReward(s.reward)}</td>
       <td>${s.terminated ? '<span class="flag term">terminated</span>' : ""}${s.truncated ? '<span class="flag trunc">truncated</span>' : ""}</td>
     </tr>`).join("");
   for (const s of a.steps) s.fresh = false;
@@ -253,7 +255,7 @@ function onMessages(data) {
 
 function connect() {
   const source = new EventSource(`${runPath}/events`);
-  const on = (name, fn) => source.addEventListener(name, (ev) => fn(JSON.parse(ev.data)));
+  const on = (name, fn) => source.addEventListener(name, (ev) => fn(JSON.parse(ev.data, reviveRewards)));
   on("hello", onHello);
   on("steps", onSteps);
   on("episodes", onEpisodes);
@@ -273,7 +275,7 @@ function refreshEpisodeChoices(a) {
   for (const e of a.episodes.slice(have)) {
     const opt = document.createElement("option");
     opt.value = String(e.episode);
-    opt.textContent = `episode ${e.episode} · return ${fmt(e.total_reward)} · ${e.steps} steps`;
+    opt.textContent = `episode ${e.episode} · return ${fmtReward(e.total_reward)} · ${e.steps} steps`;
     frag.appendChild(opt);
   }
   select.appendChild(frag);
@@ -300,8 +302,8 @@ function wireReplay(a) {
       <dt>step</dt><dd data-k="replay-step">${s.step} (${r.index + 1} of ${r.steps.length})</dd>
       <dt>observation</dt><dd>${esc(JSON.stringify(s.observation))}</dd>
       <dt>action</dt><dd>${esc(actionName(kind, s.action))}</dd>
-      <dt>reward</dt><dd>${fmt(s.reward)}</dd>
-      <dt>return so far</dt><dd>${fmt(soFar)}</dd>
+      <dt>reward</dt><dd>${fmtReward(s.reward)}</dd>
+      <dt>return so far</dt><dd>${fmtReward(soFar)}</dd>
       <dt>end</dt><dd>${s.terminated ? "terminated" : s.truncated ? "truncated" : "—"}</dd>`;
   };
   ref("episode-select").addEventListener("change", async (ev) => {
