@@ -113,11 +113,14 @@ class ConfigError(ValueError):
 class TelemetryConfig:
     """Where records go. ``use_grpc_telemetry``: stream to the daemon at ``target``;
     ``jsonl_stdout``: also (or instead) print one JSON line per step and episode. Left as
-    ``None``, ``jsonl_stdout`` becomes ``not use_grpc_telemetry`` (the guide's behaviour)."""
+    ``None``, ``jsonl_stdout`` becomes ``not use_grpc_telemetry`` (the guide's behaviour).
+    ``run_secret``: protects the run at the daemon (its first producer sets it; every later
+    producer or controller must give it); empty: the run is open to anyone on the port."""
 
     target: str = DEFAULT_TELEMETRY_TARGET
     use_grpc_telemetry: bool = True
     jsonl_stdout: bool | None = None
+    run_secret: str = ""
 
     def __post_init__(self) -> None:
         if self.jsonl_stdout is None:
@@ -295,6 +298,7 @@ _WORKER_EXTRA_KEYS = (
     "xmpp_host",
     "xmpp_port",
     "xmpp_embedded",
+    "run_secret",
 )
 
 
@@ -325,7 +329,8 @@ def parse_worker_json(text: str | bytes, *, base_dir: str | os.PathLike[str] | N
         )
     extra = _table(data.get("extra", {}), "extra")
     _check_keys(extra, "extra", _WORKER_EXTRA_KEYS)
-    telemetry_keys = {"telemetry_target": "target", "use_grpc_telemetry": "use_grpc_telemetry", "jsonl_stdout": "jsonl_stdout"}
+    telemetry_keys = {"telemetry_target": "target", "use_grpc_telemetry": "use_grpc_telemetry", "jsonl_stdout": "jsonl_stdout",
+                      "run_secret": "run_secret"}
     telemetry = _telemetry(
         {name: extra[k] for k, name in telemetry_keys.items() if k in extra},
         "extra",
@@ -475,13 +480,14 @@ def _telemetry(values: Mapping[str, Any], path: str, names: Mapping[str, str] | 
         return _join(path, names.get(key, key))
 
     if not names:
-        _check_keys(values, path, ("target", "use_grpc_telemetry", "jsonl_stdout"))
+        _check_keys(values, path, ("target", "use_grpc_telemetry", "jsonl_stdout", "run_secret"))
     target = _target(values.get("target", DEFAULT_TELEMETRY_TARGET), where("target"))
     use_grpc = _boolean(values.get("use_grpc_telemetry", True), where("use_grpc_telemetry"))
     jsonl = values.get("jsonl_stdout")
     if jsonl is not None:
         jsonl = _boolean(jsonl, where("jsonl_stdout"))
-    return TelemetryConfig(target=target, use_grpc_telemetry=use_grpc, jsonl_stdout=jsonl)
+    secret = _string(values.get("run_secret", ""), where("run_secret")) if "run_secret" in values else ""
+    return TelemetryConfig(target=target, use_grpc_telemetry=use_grpc, jsonl_stdout=jsonl, run_secret=secret)
 
 
 def _xmpp(values: Mapping[str, Any], path: str, names: Mapping[str, str] | None = None) -> XmppConfig:

@@ -263,6 +263,7 @@ async def _open_telemetry(
     proxy = TelemetryGrpcProxy(
         config.target,
         resume=container.resume,
+        run_secret=config.run_secret,
         run_config={"run_id": container.run_id, "agents": [a.to_dict() for a in container.agents]},
         jsonl_stdout=bool(config.jsonl_stdout),
         spool_dir=spool_dir,

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -24,7 +25,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from telemetry.auth import bearer_metadata
-from telemetry.daemon import DEFAULT_DB, DEFAULT_LISTEN, OPERATOR_KIND, PROTO_VERSION
+from telemetry.daemon import DEFAULT_DB, DEFAULT_LISTEN, OPERATOR_KIND, OPERATOR_TOKEN_ENV, PROTO_VERSION
 from telemetry.export import EXPORT_FORMATS, EXPORT_KINDS, ExportError, export_run
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
@@ -32,6 +33,8 @@ from telemetry.runs import RunStatus, describe_control
 from telemetry.store import StoreError, TelemetryStore
 
 PROG = "python -m telemetry"
+#: Where the telemetry commands read a protected run's secret when --secret is not given.
+RUN_SECRET_ENV = "MOSAIC_RUN_SECRET"
 CONTROL_ACK_TIMEOUT_S = 10.0
 
 
@@ -283,9 +286,11 @@ async def _control(args: argparse.Namespace) -> int:
     async with _channel(args) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         try:
+            operator = os.environ.get(OPERATOR_TOKEN_ENV, "")
             registered = await stub.RegisterWorker(pb.RegisterWorkerRequest(
                 run_id=args.run_id, worker_id="telemetry-cli", worker_kind=OPERATOR_KIND,
-                proto_version=PROTO_VERSION), timeout=10)
+                proto_version=PROTO_VERSION, run_secret=args.secret or os.environ.get(RUN_SECRET_ENV, "")),
+                metadata=bearer_metadata(operator) if operator else None, timeout=10)
             call = stub.ControlStream(metadata=bearer_metadata(registered.session_token))
             await call.write(event)
             await call.done_writing()
@@ -365,6 +370,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="end credit mode: steps are no longer counted (credits left are dropped)")
     action.add_argument("--rate", type=_non_negative, metavar="HZ", help="cap steps per second per agent (0: remove the cap)")
     control.add_argument("--agent", help="only this agent (default: every agent of the run)")
+    control.add_argument("--secret", help=f"the run's secret, for a protected run (default: ${RUN_SECRET_ENV}); "
+                                          f"${OPERATOR_TOKEN_ENV}, when set, is sent as the daemon's operator token")
     control.set_defaults(handler=_control)
     return parser
 

@@ -62,7 +62,7 @@ from telemetry.dashboard import DashboardServer, DashboardStartError, start_dash
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
-from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed,
+from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed, RunProtected,
                             RunConflict, RunRegistry, RunState, RunStatus, UnknownRun, describe_control)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
                              StoreWriter, TelemetryStore)
@@ -76,6 +76,8 @@ DEFAULT_LISTEN = "127.0.0.1:50055"
 DEFAULT_DB = "telemetry.db"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 OPERATOR_KIND = "operator"
+#: Where the daemon and the telemetry commands read the daemon-wide operator token.
+OPERATOR_TOKEN_ENV = "MOSAIC_OPERATOR_TOKEN"
 REPLAY_PAGE = 2000
 # StreamRunStepBatches: bounds of one message. Well under gRPC's default 4 MiB receive limit,
 # which is what viewers have unless they raise it.
@@ -368,7 +370,21 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         return pb.SubmitRunResponse(run_id=run.run_id, digest=run.digest)
 
+    def _holds_operator_token(self, context: grpc.aio.ServicerContext) -> bool:
+        token = bearer_token(context.invocation_metadata())
+        return bool(self._d.operator_token) and token == self._d.operator_token
+
     async def CancelRun(self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext) -> pb.CancelRunResponse:
+        """A protected run is cancelled only with a session token of that run (whose holder gave
+        its secret) or the operator token; an open run by anyone (MOSAIC/1.0 needs no token)."""
+        run = self._d.registry.get(request.run_id)
+        if run is not None and run.secret_digest and not self._holds_operator_token(context):
+            session = self._d.tokens.verify(bearer_token(context.invocation_metadata()))
+            if session is None or session.run_id != request.run_id:
+                log.warning("run %s: refused a CancelRun without the run's authority", request.run_id)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"run '{request.run_id}' is protected by a secret: cancel it with a session token "
+                                    "of the run (register with its secret) or the daemon's operator token")
         try:
             await self._d.registry.cancel(request.run_id)
         except UnknownRun as exc:
@@ -451,10 +467,14 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         await _check_run_id(request.run_id, context)
         producer = request.worker_kind != OPERATOR_KIND
         try:
-            await self._d.registry.register_worker(request.run_id, producer=producer,
-                                                   worker_id=request.worker_id, resume=request.resume)
+            await self._d.registry.register_worker(
+                request.run_id, producer=producer, worker_id=request.worker_id, resume=request.resume,
+                secret=request.run_secret, operator=not producer and self._holds_operator_token(context))
         except UnknownRun as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{exc}: operators can only join existing runs")
+        except RunProtected as exc:
+            log.warning("run %s: refused worker '%s': wrong or missing run secret", request.run_id, request.worker_id)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except RunClosed as exc:
             log.warning("run %s: refused producer '%s': the run has already finished", request.run_id,
                         request.worker_id)
@@ -568,6 +588,10 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     async def _publish(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                        add: Callable[[_PublishStream, Any], Any]) -> pb.PublishTelemetryResponse:
         session = await self._session(context)
+        if session.worker_kind == OPERATOR_KIND:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"an operator session of run '{session.run_id}' controls and watches; it cannot "
+                                "publish records (register as a producer)")
         stream = _PublishStream(self._d, session, context)
         received = 0
         try:
@@ -668,8 +692,10 @@ class Daemon:
     """A running daemon: the gRPC server and the components behind it."""
 
     def __init__(self, *, store: TelemetryStore, writer: StoreWriter, hub: LiveHub, registry: RunRegistry,
-                 tokens: SessionTokens, max_message_bytes: int) -> None:
+                 tokens: SessionTokens, max_message_bytes: int, operator_token: str = "") -> None:
         self.store = store
+        #: the daemon-wide authority (given at start; "" for none): any run, never publishing
+        self.operator_token = operator_token
         self.writer = writer
         self.hub = hub
         self.registry = registry
@@ -783,7 +809,8 @@ def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.Serve
 async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
                 tls_key: str | None = None, fault_after_s: float = 30.0,
                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, live_queue_records: int = 10_000,
-                dashboard_port: int | None = None, dashboard_host: str = DASHBOARD_HOST) -> Daemon:
+                dashboard_port: int | None = None, dashboard_host: str = DASHBOARD_HOST,
+                operator_token: str = "") -> Daemon:
     """Start the daemon in the running event loop on ``listen`` ("HOST:PORT"; port 0 picks a
     free one) with its store in ``db_path``. Raises ``DaemonStartError`` with a readable
     message when the address, database or TLS files cannot be used.
@@ -794,6 +821,8 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     ``dashboard_port`` (0: a free one; None: no dashboard) serves the live web dashboard on
     ``dashboard_host``, loopback unless told otherwise (it has no login). A dashboard that
     cannot listen is logged as an error and the daemon serves telemetry without it.
+    ``operator_token``, when given, is the daemon-wide authority: a caller presenting it may
+    register as an operator for (and so control) and cancel any run, protected or not, but never publish.
     """
     host, port = _split_listen(listen)
     if port:
@@ -808,7 +837,8 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
     hub = LiveHub(live_queue_records)
     registry = RunRegistry(writer, hub, store.list_runs(), fault_after_s=fault_after_s)
     daemon = Daemon(store=store, writer=writer, hub=hub, registry=registry,
-                    tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes)
+                    tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes,
+                    operator_token=operator_token)
     server = grpc.aio.server(interceptors=[RefuseUndecodable()], options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024)),
@@ -874,7 +904,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Arguments(prog="python -m telemetry.daemon",
                         description="MOSAIC/1.0 telemetry daemon: stores agents' steps and episodes in SQLite "
                                     "and streams them back out, replayed or live.")
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN}). "
+                        f"${OPERATOR_TOKEN_ENV}, when set, is the operator token: it may control and cancel "
+                        "any run (never publish)")
     parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file of the store (default {DEFAULT_DB})")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
@@ -897,7 +929,8 @@ async def _run(args: argparse.Namespace) -> int:
     daemon = await serve(args.listen, args.db, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes,
                          dashboard_port=None if args.no_dashboard else args.dashboard_port,
-                         dashboard_host=args.dashboard_host)
+                         dashboard_host=args.dashboard_host,
+                         operator_token=os.environ.get(OPERATOR_TOKEN_ENV, ""))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

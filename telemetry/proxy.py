@@ -340,6 +340,8 @@ class TelemetryGrpcProxy:
             ``resume``); `TelemetrySession.next_episode_index` then says where each agent's
             episode numbering continues. Without it a finished run refuses the session
             (`RunRefusedError`), so one run_id never holds two runs.
+        run_secret: the secret of the runs this proxy produces into: the first producer of a
+            run sets it, and every later one (and every controller) must give it.
         spool_dir: root of the durable spool (default: `telemetry.spool.default_spool_dir()`).
         jsonl_stdout: also write every accepted record as one JSON line on stdout.
         batch_max_records: records per batch message (a column block of many steps counts as
@@ -371,6 +373,7 @@ class TelemetryGrpcProxy:
                  root_certificates: bytes | str | os.PathLike[str] | None = None,
                  tls_server_name: str | None = None,
                  resume: bool = False,
+                 run_secret: str = "",
                  spool_dir: str | os.PathLike[str] | None = None,
                  jsonl_stdout: bool = False,
                  batch_max_records: int = 2000,
@@ -407,6 +410,7 @@ class TelemetryGrpcProxy:
         self.root_certificates = root_certificates
         self.tls_server_name = tls_server_name
         self.resume = resume
+        self.run_secret = run_secret
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         self.jsonl_stdout = jsonl_stdout
         self.batch_max_records = batch_max_records
@@ -949,7 +953,8 @@ class TelemetrySession:
                 schema_id=SCHEMA_ID, schema_version=SCHEMA_VERSION, supports_pause=True,
                 supports_checkpoint=False,
                 # Only the session's own run is resumed, never a run met in a spool replay.
-                resume=self._proxy.resume and link.run_id == self._run_id)
+                resume=self._proxy.resume and link.run_id == self._run_id,
+                run_secret=self._proxy.run_secret)
             timeout = self._proxy.connect_timeout_s
             try:
                 try:

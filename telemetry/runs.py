@@ -98,6 +98,14 @@ class RunConflict(RuntimeError):
     """SubmitRun for an existing run with a different config."""
 
 
+class RunProtected(PermissionError):
+    """A registration for a run protected by a secret gave another (or none)."""
+
+    def __str__(self) -> str:
+        return (f"run '{self.args[0]}' is protected by a secret: give the run's secret (run_secret in the "
+                "config, --secret for the telemetry command) or the daemon's operator token")
+
+
 class RunClosed(RuntimeError):
     """A producer registered for a finished run without asking to resume it."""
 
@@ -136,6 +144,12 @@ class RunState:
     producers: set[str] = field(default_factory=set)
     #: steps granted since credit mode began, per agent ("" for the run-wide pool)
     granted: dict[str, int] = field(default_factory=dict)
+    #: SHA-256 of the run's secret ("" : the run is open to any registration)
+    secret_digest: str = ""
+
+    def admits(self, secret: str) -> bool:
+        """Whether a registration giving ``secret`` may join the run."""
+        return not self.secret_digest or hashlib.sha256(secret.encode()).hexdigest() == self.secret_digest
 
     @classmethod
     def from_row(cls, row: RunRow, now: float) -> "RunState":
@@ -146,7 +160,8 @@ class RunState:
                    {k: int(v) for k, v in control.get("agent_max_rate_hz", {}).items()},
                    last_activity=now, finished=bool(control.get("finished", False)),
                    producers=set(control.get("producers", [])),
-                   granted={k: int(v) for k, v in control.get("granted", {}).items()})
+                   granted={k: int(v) for k, v in control.get("granted", {}).items()},
+                   secret_digest=control.get("secret", ""))
 
     def control(self) -> dict:
         """The standing control state (and bookkeeping) as stored in the run's control_json."""
@@ -154,6 +169,8 @@ class RunState:
                    "agent_max_rate_hz": self.agent_max_rate_hz}
         if self.granted:
             control["granted"] = self.granted
+        if self.secret_digest:   # persisted so a restarted daemon keeps the run protected
+            control["secret"] = self.secret_digest
         return control
 
     def row(self) -> RunRow:
@@ -280,17 +297,24 @@ class RunRegistry:
         return run
 
     async def register_worker(self, run_id: str, *, producer: bool, worker_id: str = "",
-                              resume: bool = False) -> RunState:
+                              resume: bool = False, secret: str = "", operator: bool = False) -> RunState:
         """RegisterWorker: producers create unknown runs and make them RDY, and are counted
         until they finish the run; operators (observers and controllers) need an existing run
         and change nothing. A producer for a finished run is refused (``RunClosed``) unless
-        it asks to ``resume`` it, which reopens the run (RDY)."""
+        it asks to ``resume`` it, which reopens the run (RDY). A run's first producer may
+        protect it with ``secret``; later registrations must give it (``RunProtected``) unless
+        they hold the daemon's ``operator`` authority."""
         run = self._runs.get(run_id)
         if run is None:
             if not producer:
                 raise UnknownRun(run_id)
             run = self._create(run_id)
             self._save(run, announce=True)
+        if not operator and not run.admits(secret):
+            raise RunProtected(run_id)
+        if producer and secret and not run.secret_digest and not run.producers and not run.finished:
+            run.secret_digest = hashlib.sha256(secret.encode()).hexdigest()
+            self._save(run, announce=False)
         if producer and (run.finished or run.status is S.TERM):
             if not resume:
                 raise RunClosed(run)

@@ -57,7 +57,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("run_id", "worker_id", "worker_kind", "proto_version", "schema_id", "schema_version", "supports_pause", "supports_checkpoint", "resume")
+    __slots__ = ("run_id", "worker_id", "worker_kind", "proto_version", "schema_id", "schema_version", "supports_pause", "supports_checkpoint", "resume", "run_secret")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class RegisterWorkerRequest(_message.Message):
     SUPPORTS_PAUSE_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECRET_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     worker_id: str
     worker_kind: str
@@ -76,7 +77,8 @@ class RegisterWorkerRequest(_message.Message):
     supports_pause: bool
     supports_checkpoint: bool
     resume: bool
-    def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ..., resume: _Optional[bool] = ...) -> None: ...
+    run_secret: str
+    def __init__(self, run_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., worker_kind: _Optional[str] = ..., proto_version: _Optional[str] = ..., schema_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., supports_pause: _Optional[bool] = ..., supports_checkpoint: _Optional[bool] = ..., resume: _Optional[bool] = ..., run_secret: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("accepted_version", "session_token", "max_message_bytes", "accepts_columns", "next_episode_index", "store_id")
