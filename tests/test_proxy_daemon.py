@@ -271,11 +271,10 @@ async def test_not_found_on_register_submits_the_run_first(daemon, tmp_path: Pat
     does that for operators, which is how this test reaches the SubmitRun path for real."""
     proxy = TelemetryGrpcProxy(daemon.address, spool_dir=tmp_path / "spool",
                                worker_kind="operator", run_config={"env_id": "FrozenLake-v1"})
-    async with proxy.session("run-submitted") as tx:
-        await tx.emit_step(**step_kwargs(0, run_id="run-submitted"))
+    async with proxy.session("run-submitted"):
+        pass   # the handshake registers; an operator session publishes nothing (it may not)
     run = daemon.store.get_run("run-submitted")
     assert run is not None and '"FrozenLake-v1"' in run.config_json and run.digest
-    assert daemon.store.counts("run-submitted").steps == 1
 
 
 @pytest.mark.timeout(60)
