@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import agent_speed, container_scaling, idle, ingest, latency, memory, telemetry_cost
+from bench import agent_speed, container_scaling, idle, ingest, latency, memory, readers, telemetry_cost
 from bench.context import Benchmark, BenchContext
 from bench.machine import describe
 from bench.report import Figure, table, write_json
@@ -37,6 +37,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ingest.BENCHMARK,
     latency.BENCHMARK,
     memory.BENCHMARK,
+    readers.BENCHMARK,
     agent_speed.BENCHMARK,
     telemetry_cost.BENCHMARK,
     idle.BENCHMARK,

@@ -38,6 +38,12 @@ RUN_SECRET_ENV = "MOSAIC_RUN_SECRET"
 CONTROL_ACK_TIMEOUT_S = 10.0
 
 
+#: A stored record comes back whole, up to the daemon's --max-message-bytes (16 MiB by
+#: default, and the operator's choice): the commands take whatever size the daemon sends
+#: rather than gRPC's default 4 MiB, so a large observation never stops `tail` at that record.
+READER_OPTIONS = (("grpc.max_receive_message_length", -1),)
+
+
 class CliError(Exception):
     """A failure to report as one line and exit 1."""
 
@@ -54,8 +60,8 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
                 roots = handle.read()
         except OSError as exc:
             raise CliError(f"cannot read --root-cert {args.root_cert}: {exc.strerror}") from None
-        return grpc.aio.secure_channel(args.target, grpc.ssl_channel_credentials(roots))
-    return grpc.aio.insecure_channel(args.target)
+        return grpc.aio.secure_channel(args.target, grpc.ssl_channel_credentials(roots), options=READER_OPTIONS)
+    return grpc.aio.insecure_channel(args.target, options=READER_OPTIONS)
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError, target: str) -> CliError:

@@ -61,7 +61,9 @@ from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from telemetry.dashboard import DashboardServer, DashboardStartError, start_dashboard
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
-from telemetry.hub import RUNS_TOPIC, LiveHub, episodes_topic, messages_topic, steps_topic
+from telemetry.hub import (DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES, RUNS_TOPIC, LiveHub, episodes_topic,
+                          messages_topic, steps_topic)
+from telemetry.readers import DEFAULT_MAX_READERS, ReaderBudget, TooManyReaders
 from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed, RunProtected,
                             RunConflict, RunRegistry, RunState, RunStatus, UnknownRun, describe_control)
 from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
@@ -79,8 +81,11 @@ OPERATOR_KIND = "operator"
 #: Where the daemon and the telemetry commands read the daemon-wide operator token.
 OPERATOR_TOKEN_ENV = "MOSAIC_OPERATOR_TOKEN"
 REPLAY_PAGE = 2000
+#: What the daemon may send beyond its largest inbound message: a stored record goes back out
+#: with its seq_id and run_id filled in, so a record that only just fitted coming in fits going out.
+SEND_HEADROOM_BYTES = 1024 * 1024
 # StreamRunStepBatches: bounds of one message. Well under gRPC's default 4 MiB receive limit,
-# which is what viewers have unless they raise it.
+# which is what viewers have unless they raise it (a single larger step goes alone).
 STEP_BATCH_RECORDS = 2000
 STEP_BATCH_BYTES = 1024 * 1024
 # On SIGINT/SIGTERM, publish streams in flight get this long to finish (their records are
@@ -349,6 +354,19 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                                 "session token not recognised by this daemon: call RegisterWorker again")
         return session
 
+    @contextlib.asynccontextmanager
+    async def _reader(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Count a stream for as long as it runs, or refuse it (RESOURCE_EXHAUSTED) at the limit."""
+        readers = self._d.readers
+        try:
+            readers.admit()
+        except TooManyReaders as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            yield
+        finally:
+            readers.leave()
+
     async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> RunState:
         run = self._d.registry.get(run_id)
         if run is None:
@@ -442,7 +460,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                     return kept
                 after = rows[-1].seq_id
 
-        async with contextlib.aclosing(
+        async with self._reader(context), contextlib.aclosing(
                 self._d.hub.replay_then_live(RUNS_TOPIC, read_page, request.since_seq, wanted)) as rows:
             async for row in rows:
                 record = run_record(row)
@@ -624,13 +642,15 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                       read: Callable[..., list], convert: Callable[[Any], Any], *,
                       chunk_records: int | None = None) -> AsyncIterator[Any]:
         """Replay-then-live records of one kind of a run, as wire messages: one at a time, or
-        with ``chunk_records`` in lists of at most that many (``LiveHub.replay_then_live_chunks``)."""
+        with ``chunk_records`` in lists of at most that many (``LiveHub.replay_then_live_chunks``).
+        Each replay page holds at most what the reader budget allows now (``ReaderBudget``)."""
         run = await self._run(request.run_id, context)
         agent = request.agent_id or None
         run_id = run.run_id
+        readers = self._d.readers
 
         def read_messages(after: int) -> list:
-            return [convert(row) for row in read(run_id, after, agent, REPLAY_PAGE)]
+            return [convert(row) for row in read(run_id, after, agent, REPLAY_PAGE, readers.page_bytes())]
 
         async def read_page(after: int) -> list:
             return await asyncio.to_thread(read_messages, after)
@@ -643,23 +663,22 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def StreamRunSteps(self, request: pb.StreamStepsRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunStep]:
-        source = await self._source(steps_topic, request, context, self._d.store.read_steps, step_message)
-        async with contextlib.aclosing(source) as records:
+        async with self._reader(context), contextlib.aclosing(
+                await self._source(steps_topic, request, context, self._d.store.read_steps, step_message)) as records:
             async for record in records:
                 yield record
 
     async def StreamRunEpisodes(self, request: pb.StreamEpisodesRequest,
                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunEpisode]:
-        source = await self._source(episodes_topic, request, context, self._d.store.read_episodes, episode_message)
-        async with contextlib.aclosing(source) as records:
+        async with self._reader(context), contextlib.aclosing(await self._source(
+                episodes_topic, request, context, self._d.store.read_episodes, episode_message)) as records:
             async for record in records:
                 yield record
 
     async def StreamRunMessages(self, request: pb.StreamMessagesRequest,
                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CoordinationMessage]:
-        source = await self._source(messages_topic, request, context, self._d.store.read_messages,
-                                    coordination_message)
-        async with contextlib.aclosing(source) as records:
+        async with self._reader(context), contextlib.aclosing(await self._source(
+                messages_topic, request, context, self._d.store.read_messages, coordination_message)) as records:
             async for record in records:
                 yield record
 
@@ -668,9 +687,9 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         """StreamRunSteps many steps per message: one TelemetryBatch per store page while
         replaying, then per what the live hub has queued (bounded by ``STEP_BATCH_RECORDS``
         and ``STEP_BATCH_BYTES``), so a viewer keeps up with a fast run."""
-        source = await self._source(steps_topic, request, context, self._d.store.read_steps, step_message,
-                                    chunk_records=STEP_BATCH_RECORDS)
-        async with contextlib.aclosing(source) as chunks:
+        async with self._reader(context), contextlib.aclosing(await self._source(
+                steps_topic, request, context, self._d.store.read_steps, step_message,
+                chunk_records=STEP_BATCH_RECORDS)) as chunks:
             async for chunk in chunks:
                 for batch in step_batches(request.run_id, chunk, STEP_BATCH_BYTES):
                     yield batch
@@ -692,8 +711,10 @@ class Daemon:
     """A running daemon: the gRPC server and the components behind it."""
 
     def __init__(self, *, store: TelemetryStore, writer: StoreWriter, hub: LiveHub, registry: RunRegistry,
-                 tokens: SessionTokens, max_message_bytes: int, operator_token: str = "") -> None:
+                 tokens: SessionTokens, max_message_bytes: int, operator_token: str = "",
+                 readers: ReaderBudget | None = None) -> None:
         self.store = store
+        self.readers = readers or ReaderBudget()
         #: the daemon-wide authority (given at start; "" for none): any run, never publishing
         self.operator_token = operator_token
         self.writer = writer
@@ -809,15 +830,20 @@ def _server_credentials(tls_cert: str | None, tls_key: str | None) -> grpc.Serve
 async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, *, tls_cert: str | None = None,
                 tls_key: str | None = None, fault_after_s: float = 30.0,
                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, live_queue_records: int = 10_000,
-                dashboard_port: int | None = None, dashboard_host: str = DASHBOARD_HOST,
-                operator_token: str = "") -> Daemon:
+                live_queue_bytes: int = DEFAULT_QUEUE_BYTES, live_total_bytes: int = DEFAULT_TOTAL_QUEUE_BYTES,
+                max_readers: int = DEFAULT_MAX_READERS, dashboard_port: int | None = None,
+                dashboard_host: str = DASHBOARD_HOST, operator_token: str = "") -> Daemon:
     """Start the daemon in the running event loop on ``listen`` ("HOST:PORT"; port 0 picks a
     free one) with its store in ``db_path``. Raises ``DaemonStartError`` with a readable
     message when the address, database or TLS files cannot be used.
 
     ``max_message_bytes`` is the largest inbound message (larger ones get
     RESOURCE_EXHAUSTED from gRPC), advertised in RegisterWorkerResponse.
-    ``live_queue_records`` bounds each live viewer's queue before it catches up from the store.
+    ``live_queue_records`` and ``live_queue_bytes`` bound each live viewer's queue before it
+    catches up from the store, ``live_total_bytes`` all of them together (``telemetry.hub``).
+    ``max_readers`` caps the streams served at once (``telemetry.readers``).
+    Readers get messages up to ``max_message_bytes`` plus ``SEND_HEADROOM_BYTES``: a stored
+    record comes back whole, so a reader must accept that much (``telemetry tail`` does).
     ``dashboard_port`` (0: a free one; None: no dashboard) serves the live web dashboard on
     ``dashboard_host``, loopback unless told otherwise (it has no login). A dashboard that
     cannot listen is logged as an error and the daemon serves telemetry without it.
@@ -834,14 +860,14 @@ async def serve(listen: str = DEFAULT_LISTEN, db_path: str | Path = DEFAULT_DB, 
         raise DaemonStartError(str(exc)) from None
     writer = StoreWriter(db_path)
     writer.start()
-    hub = LiveHub(live_queue_records)
+    hub = LiveHub(live_queue_records, live_queue_bytes, live_total_bytes)
     registry = RunRegistry(writer, hub, store.list_runs(), fault_after_s=fault_after_s)
     daemon = Daemon(store=store, writer=writer, hub=hub, registry=registry,
                     tokens=SessionTokens(store.load_sessions()), max_message_bytes=max_message_bytes,
-                    operator_token=operator_token)
+                    operator_token=operator_token, readers=ReaderBudget(max_readers))
     server = grpc.aio.server(interceptors=[RefuseUndecodable()], options=[
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024)),
+        ("grpc.max_send_message_length", max(max_message_bytes, 4 * 1024 * 1024) + SEND_HEADROOM_BYTES),
         ("grpc.so_reuseport", 0),
     ])
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerService(daemon), server)
@@ -922,6 +948,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-dashboard", action="store_true", help="serve no web dashboard")
     parser.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
                         help=f"largest inbound message (default {DEFAULT_MAX_MESSAGE_BYTES})")
+    parser.add_argument("--max-readers", type=_positive_int, default=DEFAULT_MAX_READERS, metavar="N",
+                        help=f"most streams (tails, viewers, watchers) served at once (default {DEFAULT_MAX_READERS})")
     return parser
 
 
@@ -929,7 +957,7 @@ async def _run(args: argparse.Namespace) -> int:
     daemon = await serve(args.listen, args.db, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          fault_after_s=args.fault_after, max_message_bytes=args.max_message_bytes,
                          dashboard_port=None if args.no_dashboard else args.dashboard_port,
-                         dashboard_host=args.dashboard_host,
+                         dashboard_host=args.dashboard_host, max_readers=args.max_readers,
                          operator_token=os.environ.get(OPERATOR_TOKEN_ENV, ""))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,11 @@ would exceed its bound is marked *overflowed* and its queue dropped, so one slow
 never slows ingest or other viewers. An overflowed subscriber goes back to the store and
 reads what it missed from there (``replay_then_live`` does this), so it loses nothing.
 
+Queues are bounded in bytes (a record's protobuf size; ``RECORD_BYTES_UNKNOWN`` for other
+objects), per subscriber and for all of them together: a subscriber whose chunk would take
+the hub past its total overflows as if its own queue were full. So a stalled reader holds at
+most its own bound, and any number of stalled readers at most the total.
+
 Topics are ``(kind, run_id)`` tuples: ``("steps", run)``, ``("episodes", run)``,
 ``("messages", run)`` carry the protobuf records with ``seq_id`` set, and ``RUNS_TOPIC``
 carries ``telemetry.store.RunRow`` snapshots (seq_id: the global run-change order).
@@ -23,6 +28,16 @@ Topic = Hashable
 RUNS_TOPIC: Topic = ("runs", "")
 #: Default bound of a chunk from ``replay_then_live_chunks`` (records).
 DEFAULT_CHUNK_RECORDS = 2000
+#: Default bounds of queued live records: one subscriber's, and all subscribers' together.
+DEFAULT_QUEUE_BYTES = 1024 * 1024
+DEFAULT_TOTAL_QUEUE_BYTES = 64 * 1024 * 1024
+#: What a queued record counts when it is not a protobuf message (e.g. a run snapshot).
+RECORD_BYTES_UNKNOWN = 512
+
+
+def records_bytes(records: Sequence[Any]) -> int:
+    """What ``records`` count against queue bounds: their serialized sizes."""
+    return sum(r.ByteSize() if hasattr(r, "ByteSize") else RECORD_BYTES_UNKNOWN for r in records)
 
 
 def steps_topic(run_id: str) -> Topic:
@@ -51,36 +66,45 @@ OVERFLOWED = _Overflowed()
 
 
 class Subscription:
-    """One subscriber's bounded queue of committed chunks (lists of records)."""
+    """One subscriber's bounded queue of committed chunks (lists of records): at most
+    ``capacity`` records and ``capacity_bytes`` bytes."""
 
-    def __init__(self, hub: "LiveHub", topic: Topic, capacity: int) -> None:
+    def __init__(self, hub: "LiveHub", topic: Topic, capacity: int, capacity_bytes: int) -> None:
         self.topic = topic
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         self._hub = hub
-        self._chunks: deque[Sequence[Any]] = deque()
+        self._chunks: deque[tuple[Sequence[Any], int]] = deque()
         self._queued = 0
+        self.queued_bytes = 0
         self._overflowed = False
         self._closed = False
         self._wakeup = asyncio.Event()
 
-    def _offer(self, records: Sequence[Any]) -> None:
+    def _offer(self, records: Sequence[Any], nbytes: int) -> None:
         if self._overflowed or self._closed:
             return
-        if self._queued + len(records) > self.capacity:
+        if (self._queued + len(records) > self.capacity or self.queued_bytes + nbytes > self.capacity_bytes
+                or not self._hub._reserve(nbytes)):
             self._overflowed = True
-            self._chunks.clear()
-            self._queued = 0
+            self._drop()
             self._hub.overflows += 1
         else:
-            self._chunks.append(records)
+            self._chunks.append((records, nbytes))
             self._queued += len(records)
+            self.queued_bytes += nbytes
         self._wakeup.set()
+
+    def _drop(self) -> None:
+        self._chunks.clear()
+        self._queued = 0
+        self._hub._release(self.queued_bytes)
+        self.queued_bytes = 0
 
     def reset(self) -> None:
         """Drop what is queued and clear the overflow mark: the caller is about to read the
         store, which holds everything published before this point."""
-        self._chunks.clear()
-        self._queued = 0
+        self._drop()
         self._overflowed = False
 
     async def next(self) -> Sequence[Any] | _Overflowed | None:
@@ -103,12 +127,15 @@ class Subscription:
         return self._pop()
 
     def _pop(self) -> Sequence[Any]:
-        chunk = self._chunks.popleft()
+        chunk, nbytes = self._chunks.popleft()
         self._queued -= len(chunk)
+        self.queued_bytes -= nbytes
+        self._hub._release(nbytes)
         return chunk
 
     def _end(self) -> None:
         self._closed = True
+        self._drop()
         self._wakeup.set()
 
     def close(self) -> None:
@@ -118,17 +145,31 @@ class Subscription:
 
 
 class LiveHub:
-    """Topic-based fan-out with bounded per-subscriber queues (``queue_records`` records)."""
+    """Topic-based fan-out with bounded per-subscriber queues (``queue_records`` records and
+    ``queue_bytes`` bytes each, ``total_queue_bytes`` for all of them)."""
 
-    def __init__(self, queue_records: int = 10_000) -> None:
+    def __init__(self, queue_records: int = 10_000, queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 total_queue_bytes: int = DEFAULT_TOTAL_QUEUE_BYTES) -> None:
         self.queue_records = queue_records
+        self.queue_bytes = queue_bytes
+        self.total_queue_bytes = total_queue_bytes
+        self.queued_bytes = 0
         self.overflows = 0
         self._subscribers: dict[Topic, set[Subscription]] = {}
         self._closed = False
 
+    def _reserve(self, nbytes: int) -> bool:
+        if self.queued_bytes + nbytes > self.total_queue_bytes:
+            return False
+        self.queued_bytes += nbytes
+        return True
+
+    def _release(self, nbytes: int) -> None:
+        self.queued_bytes -= nbytes
+
     def subscribe(self, topic: Topic) -> Subscription:
         """Start receiving what is published on ``topic`` from now on."""
-        sub = Subscription(self, topic, self.queue_records)
+        sub = Subscription(self, topic, self.queue_records, self.queue_bytes)
         if self._closed:
             sub._end()
         else:
@@ -148,10 +189,12 @@ class LiveHub:
 
     def publish(self, topic: Topic, records: Sequence[Any]) -> None:
         """Hand committed ``records`` (in seq order) to every subscriber of ``topic``."""
-        if not records:
+        subs = self._subscribers.get(topic)
+        if not records or not subs:
             return
-        for sub in tuple(self._subscribers.get(topic, ())):
-            sub._offer(records)
+        nbytes = records_bytes(records)
+        for sub in tuple(subs):
+            sub._offer(records, nbytes)
 
     def close(self) -> None:
         """End every subscription (daemon shutdown): their streams finish."""

@@ -271,6 +271,16 @@ _RUN_COLUMNS = ("run_id, status, digest, config_json, created_at_ns, updated_at_
                 "last_heartbeat_ns, failure_reason, seq_id, control_json")
 
 
+#: What a stored record costs beyond its text and blobs, for ``row_bytes`` (numbers, framing).
+ROW_OVERHEAD_BYTES = 64
+
+
+def row_bytes(row: tuple) -> int:
+    """About how many bytes a raw row holds, and its wire message will: the lengths of its
+    strings and blobs plus ``ROW_OVERHEAD_BYTES`` (what byte-bounded replay pages count)."""
+    return ROW_OVERHEAD_BYTES + sum(len(value) for value in row if isinstance(value, (str, bytes)))
+
+
 def _bool_row(row_type: type, flags: tuple[str, ...], reward: str | None = None) -> Callable[[str, tuple], Any]:
     """Build a converter from a (seq_id, *columns) tuple to ``row_type`` with the run_id
     inserted, the SQLite 0/1 ``flags`` turned back into bools and the ``reward`` column's
@@ -390,6 +400,25 @@ class TelemetryStore:
                 raise StoreError(f"the store {self.path} is closed")
             return conn.execute(sql, args).fetchall()
 
+    def _query_bounded(self, sql: str, args: tuple, max_bytes: int) -> list[tuple]:
+        """The rows of ``sql`` up to and including the first that brings their size (text and
+        blob lengths, plus ``ROW_OVERHEAD_BYTES`` each) to ``max_bytes``: at least one row when
+        there is any, so a single record larger than the bound still gets through."""
+        conn, in_use = self._conn()
+        with in_use:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
+            rows: list[tuple] = []
+            total = 0
+            cursor = conn.execute(sql, args)
+            try:
+                while total < max_bytes and (row := cursor.fetchone()) is not None:
+                    rows.append(row)
+                    total += row_bytes(row)
+            finally:
+                cursor.close()
+            return rows
+
     def close(self) -> None:
         """Close every connection this store opened (from any thread; waits for running reads)."""
         with self._lock:
@@ -438,7 +467,8 @@ class TelemetryStore:
 
     # -- telemetry -------------------------------------------------------------------------
 
-    def _read(self, kind: str, run_id: str, since_seq: int, agent_id: str | None, limit: int) -> list:
+    def _read(self, kind: str, run_id: str, since_seq: int, agent_id: str | None, limit: int,
+              max_bytes: int | None = None) -> list:
         key = self.run_key(run_id)
         if key is None:
             return []
@@ -451,23 +481,26 @@ class TelemetryStore:
             sql += " AND agent_id = ?"
             args += (agent_id,)
         sql += " ORDER BY id LIMIT ?"
-        return [convert(run_id, r) for r in self._query(sql, args + (limit,))]
+        args += (limit,)
+        rows = self._query(sql, args) if max_bytes is None else self._query_bounded(sql, args, max_bytes)
+        return [convert(run_id, r) for r in rows]
 
     def read_steps(self, run_id: str, since_seq: int = 0, agent_id: str | None = None,
-                   limit: int = 1000) -> list[StepRow]:
+                   limit: int = 1000, max_bytes: int | None = None) -> list[StepRow]:
         """Steps of ``run_id`` with seq_id > ``since_seq`` in seq order, at most ``limit``;
-        only ``agent_id``'s when given. Unknown run: []."""
-        return self._read("steps", run_id, since_seq, agent_id, limit)
+        only ``agent_id``'s when given. With ``max_bytes``, the page also ends once its rows
+        hold that many bytes (see ``row_bytes``; never fewer than one row). Unknown run: []."""
+        return self._read("steps", run_id, since_seq, agent_id, limit, max_bytes)
 
     def read_episodes(self, run_id: str, since_seq: int = 0, agent_id: str | None = None,
-                      limit: int = 1000) -> list[EpisodeRow]:
+                      limit: int = 1000, max_bytes: int | None = None) -> list[EpisodeRow]:
         """Episodes of ``run_id`` with seq_id > ``since_seq`` in seq order (see read_steps)."""
-        return self._read("episodes", run_id, since_seq, agent_id, limit)
+        return self._read("episodes", run_id, since_seq, agent_id, limit, max_bytes)
 
     def read_messages(self, run_id: str, since_seq: int = 0, agent_id: str | None = None,
-                      limit: int = 1000) -> list[MessageRow]:
+                      limit: int = 1000, max_bytes: int | None = None) -> list[MessageRow]:
         """Coordination messages of ``run_id`` with seq_id > ``since_seq`` (see read_steps)."""
-        return self._read("messages", run_id, since_seq, agent_id, limit)
+        return self._read("messages", run_id, since_seq, agent_id, limit, max_bytes)
 
     def latest_render_hint(self, run_id: str, agent_id: str, before_seq: int, within: int = 100_000) -> str:
         """The newest non-empty render hint of ``agent_id`` among the run's steps with seq_id

@@ -175,10 +175,10 @@ async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
     catch_up_reads: list[int] = []  # store reads of episodes after the stream went live
     read_episodes = daemon.store.read_episodes
 
-    def recording_read_episodes(run_id, since_seq=0, agent_id=None, limit=1000):  # type: ignore[no-untyped-def]
+    def recording_read_episodes(run_id, since_seq=0, agent_id=None, limit=1000, max_bytes=None):  # type: ignore[no-untyped-def]
         if since_seq > 0:
             catch_up_reads.append(since_seq)
-        return read_episodes(run_id, since_seq, agent_id, limit)
+        return read_episodes(run_id, since_seq, agent_id, limit, max_bytes)
 
     monkeypatch.setattr(daemon.store, "read_episodes", recording_read_episodes)
     channel, stub = stub_for(daemon)

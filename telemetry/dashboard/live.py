@@ -52,6 +52,8 @@ FLUSH_INTERVAL_S = 0.1
 TABLE_ROWS = 20
 TAIL_WINDOW = 2000       # run steps read at connect to fill each agent's table
 PAGE_RECORDS = 1000      # store page size when catching up
+PAGE_BYTES = 1024 * 1024  # ... and its bound in bytes (a page of huge observations stays small)
+SNAPSHOT_BYTES = 16 * 1024 * 1024  # bound of the read that fills the tables at connect
 EVENT_RECORDS = 1000     # episodes or messages per event
 OUTBOX_RECORDS = 4000    # episodes or messages held for one browser before its pump waits
 KEEPALIVE_S = 15.0
@@ -151,7 +153,7 @@ class RunEventStream:
         """Fill each agent's table with its newest stored steps; return the last seq read."""
         last = (await asyncio.to_thread(self.store.counts, self.run_id)).steps
         tail = await asyncio.to_thread(self.store.read_steps, self.run_id, max(0, last - TAIL_WINDOW), None,
-                                       TAIL_WINDOW)
+                                       TAIL_WINDOW, SNAPSHOT_BYTES)
         for step in tail:
             self._fold_step(step, counted=False)
         first_seq = tail[0].seq_id if tail else 0
@@ -178,7 +180,7 @@ class RunEventStream:
         an overflow the hub's replay reads what was missed from the store. Never waits on the
         browser, so this keeps up and the rings always hold the newest steps."""
         async def read_page(after: int) -> Sequence[Any]:
-            return await asyncio.to_thread(self.store.read_steps, self.run_id, after, None, PAGE_RECORDS)
+            return await asyncio.to_thread(self.store.read_steps, self.run_id, after, None, PAGE_RECORDS, PAGE_BYTES)
 
         async with contextlib.aclosing(
                 self.hub.replay_then_live(steps_topic(self.run_id), read_page, last_seq)) as stream:
@@ -203,7 +205,7 @@ class RunEventStream:
                              outbox: asyncio.Queue) -> None:
         """Every record of ``topic`` after ``since`` into ``outbox``, from the store then live."""
         async def read_page(after: int) -> Sequence[Any]:
-            return await asyncio.to_thread(read, self.run_id, after, None, PAGE_RECORDS)
+            return await asyncio.to_thread(read, self.run_id, after, None, PAGE_RECORDS, PAGE_BYTES)
 
         async with contextlib.aclosing(self.hub.replay_then_live(topic, read_page, since)) as stream:
             async for record in stream:

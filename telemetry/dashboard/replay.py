@@ -14,6 +14,7 @@ from telemetry.store import StepRow, TelemetryStore
 
 MAX_EPISODE_STEPS = 100_000
 _PAGE = 1000
+_PAGE_BYTES = 4 * 1024 * 1024
 
 
 def episode_steps(store: TelemetryStore, run_id: str, agent_id: str, episode: int) -> list[StepRow]:
@@ -40,13 +41,13 @@ def episode_steps(store: TelemetryStore, run_id: str, agent_id: str, episode: in
     steps: list[StepRow] = []
     after = low
     while len(steps) < MAX_EPISODE_STEPS:
-        page = store.read_steps(run_id, after, agent_id, _PAGE)
+        page = store.read_steps(run_id, after, agent_id, _PAGE, _PAGE_BYTES)
         for step in page:
             if step.episode_index > episode:
                 return sorted(steps, key=lambda s: s.step_index)
             if step.episode_index == episode:
                 steps.append(step)
-        if len(page) < _PAGE:
+        if not page:
             break
         after = page[-1].seq_id
     return sorted(steps, key=lambda s: s.step_index)
