@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
+
+from agents.provenance import code_commit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,14 +25,6 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def git_commit() -> str:
-    """The checkout's commit, with "+changes" when the working tree differs from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def describe() -> dict[str, str | int]:
     """nproc, CPU model, Python, kernel, commit, time and load average right now."""
     return {
@@ -39,7 +32,7 @@ def describe() -> dict[str, str | int]:
         "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "commit": git_commit(),
+        "commit": code_commit(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": load_average(),
     }

@@ -299,7 +299,7 @@ def test_each_condition_plan_changes_what_is_shared(tmp_path):
     assert shared["per_step"][COORDINATION]["count"] == pytest.approx(2 * train_steps / train_steps)  # both hunters, every step
     scout_summary = summary["conditions"]["scout"]["per_step"][COORDINATION]
     assert scout_summary["count"] == pytest.approx((training + cells["scout"]["tan"]["metrics"]["training_steps"]) / cells["scout"]["tan"]["metrics"]["training_steps"])
-    assert [c["measure"] for c in summary["comparisons"][:3]] == ["early", "late", "test"]
+    assert [c["measure"] for c in summary["comparisons"][:4]] == ["early", "late", "training", "test"]
     # The stanza is what the message weighs on the wire: more than its body.
     sensation = cells["scout"]["tan"]["messages"]["by_kind"]["sensation"]
     assert sensation["stanza_bytes"] > sensation["body_bytes"] > 0

@@ -33,6 +33,7 @@ from agents.config import AgentConfig, TelemetryConfig
 from agents.container import agent_jid
 from agents.coordination.agent import CoordinatingAgent
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
+from agents.provenance import code_commit
 from agents.experiment.spec import Condition, ExperimentSpec
 from agents.experiment.tan_metrics import trial_metrics
 from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
@@ -423,6 +424,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
     return {
         "experiment": spec.name,
         "digest": spec.digest(),
+        "commit": code_commit(),
         "condition": condition.name,
         "kind": condition.kind,
         "seed": task.seed,

@@ -1,5 +1,5 @@
-"""`python -m agents experiment FILE --out DIR`: run an experiment (conditions x seeds) and
-write DIR/results.csv, DIR/summary.md and DIR/learning_curves.png.
+"""`python -m agents experiment FILE --out DIR [--quick]`: run an experiment (conditions x
+seeds) and write DIR/results.csv, DIR/summary.md, DIR/summary.json and its plots.
 
 Exit codes: 0 done, 1 a cell failed (the finished cells are kept: rerun to go on), 2 a bad
 experiment file (the message names the key) or bad options, 130 interrupted.
@@ -35,6 +35,8 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the experiment file (TOML), e.g. experiments/frozenlake8x8_sharing.toml")
     parser.add_argument("--out", required=True, type=Path, help="folder for the cells and the reports (reused to resume)")
+    parser.add_argument("--quick", action="store_true",
+                        help="run the file's [quick] sizes (fewer seeds and trials): a check of direction in minutes, not a result")
     parser.add_argument("--jobs", type=int, help="cells run in parallel processes (default: the file's jobs, else 2)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--telemetry-target", metavar="HOST:PORT", help="stream to this daemon instead of one started for the experiment")
@@ -49,7 +51,7 @@ def experiment_command(args: argparse.Namespace) -> int:
         say_on_stderr(f"error: --jobs must be at least 1, got {args.jobs}")
         return EXIT_BAD_INPUT
     try:
-        spec = load_experiment(args.file)
+        spec = load_experiment(args.file, quick=args.quick)
     except ExperimentError as err:
         say_on_stderr(f"error: {err}")
         return EXIT_BAD_INPUT
@@ -62,6 +64,6 @@ def experiment_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say_on_stderr("interrupted: finished cells are kept in the cells folder; rerun the same command to go on")
         return 130
-    print(f"{spec.name}: {len(run.ran)} cells run, {len(run.skipped)} already done; results in {args.out}/results.csv, "
-          f"{args.out}/summary.md, {args.out}/learning_curves.png")
+    print(f"{spec.name}{' (quick)' if spec.quick else ''}: {len(run.ran)} cells run, {len(run.skipped)} already done; "
+          f"wrote {', '.join(str(f) for f in run.files)}")
     return 0

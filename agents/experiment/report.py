@@ -84,10 +84,11 @@ def _fmt(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> None:
+    """``rows`` as CSV with a header of ``columns``, written atomically (a partial file renamed)."""
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(out, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
     partial.replace(path)
@@ -330,13 +331,13 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
     for name, group in grouped.items():
         per_seed = np.array([np.mean([_binned(a["returns"], width, spec.episodes) for a in cell["agents"]], axis=0) for cell in group])
         x = (np.arange(per_seed.shape[1]) + 1) * width
-        _band(left, x, per_seed, name)
+        band(left, x, per_seed, name)
         if evaluations:
             points = [np.array([np.mean([a["evaluations"][i][2] for a in cell["agents"]]) for i in range(min(len(a["evaluations"]) for a in cell["agents"]))]) for cell in group]
             length = min(len(p) for p in points)
             if length:
                 x_eval = np.array([p[0] for p in group[0]["agents"][0]["evaluations"][:length]])
-                _band(axes[0][1], x_eval, np.array([p[:length] for p in points]), name, bounds=(0.0, 1.0))
+                band(axes[0][1], x_eval, np.array([p[:length] for p in points]), name, bounds=(0.0, 1.0))
     left.set_title(f"training return (mean of {width}-episode bins)")
     left.set_xlabel("episodes")
     left.set_ylabel("return")
@@ -356,7 +357,7 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
     partial.replace(path)
 
 
-def _band(axis, x: np.ndarray, runs: np.ndarray, label: str, bounds: tuple[float, float] = (-np.inf, np.inf)) -> None:
+def band(axis, x: np.ndarray, runs: np.ndarray, label: str, bounds: tuple[float, float] = (-np.inf, np.inf)) -> None:
     """The mean over runs, and its 95% CI as a band (clipped to what the quantity can be)."""
     mean = runs.mean(axis=0)
     line = axis.plot(x, mean, label=label)[0]

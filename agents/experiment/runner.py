@@ -12,9 +12,9 @@
   to use another daemon, or none), so every cell streams to it;
 - prints progress (each cell's start and end, and periodic episode counts from the cells) and
   appends the same to `out_dir/run.log`;
-- aggregates every cell file into results.csv, summary.md and learning_curves.png
-  (agents.experiment.report), and for Tan's conditions tan_summary.json / tan_summary.md
-  (agents.experiment.tan_report).
+- aggregates every cell file into results.csv, summary.md, summary.json and plots: Tan's
+  measures for an experiment of Tan conditions (agents.experiment.tan_report), otherwise
+  learning to a threshold (agents.experiment.report).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Callable, Optional
 from agents.experiment.cell import CellError, CellTask, run_cell
 from agents.experiment.report import write_reports
 from agents.experiment.spec import ExperimentSpec
-from agents.experiment.tan_report import write_tan_summary
+from agents.experiment.tan_report import write_tan_reports
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class ExperimentRun:
     skipped: list[str]
     out_dir: Path
     telemetry_db: Optional[Path]
+    files: list[Path]
 
 
 def _die_with_parent() -> None:
@@ -181,6 +182,13 @@ async def _run_cells(tasks: list[CellTask], cells_dir: Path, jobs: int, say: Cal
 
 
 def _cell_line(result: dict) -> str:
+    tan = result.get("tan")
+    if tan:
+        m = tan["metrics"]
+        test = "-" if m["test"] is None else f"{m['test']:.1f}"
+        return (f"steps per trial early {m['early']:.1f}, late {m['late']:.1f}, test {test} "
+                f"({m['training_censored']} training and {m['test_censored']} test trials cut off); "
+                f"{tan['messages']['coordination']['count']} coordination messages")
     parts = []
     for agent in result["agents"]:
         reached = agent["episodes_to_threshold"]
@@ -240,16 +248,17 @@ async def run_experiment(
         for task in pending:
             tell(f"cell {task.label}: queued")
         ran, failures = await _run_cells(pending, cells_dir, jobs or spec.jobs, tell) if pending else ([], [])
-        files = write_reports(spec, out_dir, store_path=db_path)
         if any(c.tan for c in spec.conditions):
-            files += write_tan_summary(spec, out_dir)
+            files = write_tan_reports(spec, out_dir)
+        else:
+            files = write_reports(spec, out_dir, store_path=db_path)
         tell("wrote " + ", ".join(str(f) for f in files))
         if failures:
             raise ExperimentRunError(
                 f"{len(failures)} cell(s) failed ({'; '.join(failures)}); the {len(ran) + len(skipped)} finished cells are kept "
                 f"in {cells_dir}: rerun the same command to run the rest"
             )
-        return ExperimentRun(ran, [t.label for t in skipped], out_dir, db_path)
+        return ExperimentRun(ran, [t.label for t in skipped], out_dir, db_path, files)
     finally:
         if daemon is not None:
             await daemon.stop()

@@ -31,6 +31,16 @@ An experiment is a TOML file (see experiments/*.toml)::
     steps = false                         # stream every step too (default true); episodes and
                                           # coordination messages are always streamed
 
+    [quick]                               # optional: what --quick runs instead (a direction
+    seeds = 2                             # check in minutes, not a result): fewer seeds,
+    episodes = 150                        # fewer training episodes/trials,
+    test_episodes = 50                    # fewer final_evaluation episodes
+
+    [report]                              # optional, reporting only (cells do not depend on it)
+    equivalence_margin = 5.0              # Tan: TOST of "the same" late and test means, +- this
+    deviations = ["..."]                  # how the setup departs from the reference, stated in the summary
+    reference = "Tan (1993), Table 2"     # where the conditions' reference numbers come from
+
     [[conditions]]
     name = "policy_sharing"               # required, unique
     kind = "policy_sharing"               # required: see KINDS
@@ -38,6 +48,8 @@ An experiment is a TOML file (see experiments/*.toml)::
     [conditions.settings]                 # beliefs for the plans
     share_every = 100
     merge_rule = "visits"
+    [conditions.reference]                # Tan: the published steps per trial (training, late, test)
+    training = 46.33
 
 Tan (1993) conditions (kind ``tan``, env_id ``MosaicTan-v0``) take their movers from the world:
 ``env_kwargs`` holds the world shared by every condition, a condition's settings may change its
@@ -88,7 +100,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_KEYS = (
     "name", "question", "seeds", "learners", "env_id", "env_kwargs", "episodes", "max_steps_per_episode",
     "jobs", "cell_time_limit_s", "threshold", "final_evaluation", "hyperparameters", "telemetry", "conditions",
+    "quick", "report",
 )
+#: Keys of a [quick] table, and of a condition's [conditions.reference] (Tan's measures).
+QUICK_KEYS = ("seeds", "episodes", "test_episodes")
+REFERENCE_MEASURES = ("training", "late", "test")
 
 
 class ExperimentError(ValueError):
@@ -105,6 +121,8 @@ class Condition:
     kind: str
     plan: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: published values of this condition (reporting only: not part of the digest)
+    reference: dict[str, float] = field(default_factory=dict)
 
     @property
     def hunting(self) -> bool:
@@ -148,20 +166,29 @@ class ExperimentSpec:
     telemetry_steps: bool
     conditions: list[Condition]
     source: str
+    #: run with the [quick] sizes (--quick): a direction check, not a result
+    quick: bool = False
+    #: reporting only (not part of the digest): equivalence margin, deviations, reference source
+    equivalence_margin: Optional[float] = None
+    deviations: list[str] = field(default_factory=list)
+    reference_source: str = ""
 
     def digest(self) -> str:
         """Identifies what the cells compute: a rerun may only resume cells of the same digest."""
         data = asdict(self)
-        data.pop("jobs")
-        data.pop("source")
+        for reporting in ("jobs", "source", "equivalence_margin", "deviations", "reference_source"):
+            data.pop(reporting)
+        for condition in data["conditions"]:
+            condition.pop("reference")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def cells(self) -> list[tuple[Condition, int]]:
         return [(condition, seed) for seed in self.seeds for condition in self.conditions]
 
 
-def load_experiment(path: str | Path) -> ExperimentSpec:
-    """Read and check an experiment file; ExperimentError names the key of any problem."""
+def load_experiment(path: str | Path, *, quick: bool = False) -> ExperimentSpec:
+    """Read and check an experiment file; ExperimentError names the key of any problem.
+    ``quick``: with the sizes of its [quick] table (an error when it has none)."""
     path = Path(path)
     source = str(path)
     try:
@@ -171,7 +198,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ExperimentError(f"is not valid TOML: {err}", source=source) from None
     try:
-        return parse_experiment(data, base_dir=path.resolve().parent, source=source)
+        return parse_experiment(data, base_dir=path.resolve().parent, source=source, quick=quick)
     except ExperimentError as err:
         raise ExperimentError(str(err), key=err.key, source=source) from None
 
@@ -208,8 +235,48 @@ def _table(value: Any, key: str) -> dict[str, Any]:
     return value
 
 
-def parse_experiment(data: Mapping[str, Any], *, base_dir: Path, source: str = "") -> ExperimentSpec:
+def _quick_sizes(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The experiment with its [quick] table's sizes in place of the full ones."""
+    if "quick" not in data:
+        raise _fail("quick", "is required for --quick: a [quick] table with seeds, episodes and test_episodes "
+                    "(fewer seeds and trials for a direction check)")
+    quick = _table(data["quick"], "quick")
+    _check_keys(quick, QUICK_KEYS, "quick")
+    out = dict(data)
+    if "seeds" in quick:
+        out["seeds"] = quick["seeds"]
+    if "episodes" in quick:
+        out["episodes"] = quick["episodes"]
+    if "test_episodes" in quick:
+        out["final_evaluation"] = {**_table(data.get("final_evaluation", {}), "final_evaluation"),
+                                   "episodes": quick["test_episodes"]}
+    threshold = _table(data.get("threshold", {}), "threshold")
+    episodes = out.get("episodes")
+    if isinstance(episodes, int) and isinstance(threshold.get("window"), int) and threshold["window"] > episodes:
+        raise _fail("quick.episodes", f"must be at least threshold.window ({threshold['window']}), got {episodes}")
+    return out
+
+
+def _report(data: Mapping[str, Any]) -> tuple[Optional[float], list[str], str]:
+    report = _table(data.get("report", {}), "report")
+    _check_keys(report, ("equivalence_margin", "deviations", "reference"), "report")
+    margin = report.get("equivalence_margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0):
+        raise _fail("report.equivalence_margin", f"must be a number > 0 (steps per trial), got {margin!r}")
+    deviations = report.get("deviations", [])
+    if not isinstance(deviations, list) or not all(isinstance(d, str) and d.strip() for d in deviations):
+        raise _fail("report.deviations", f"must be a list of sentences, got {deviations!r}")
+    source = report.get("reference", "")
+    if not isinstance(source, str):
+        raise _fail("report.reference", f"must be a string naming the source, got {source!r}")
+    return (None if margin is None else float(margin)), list(deviations), source
+
+
+def parse_experiment(data: Mapping[str, Any], *, base_dir: Path, source: str = "", quick: bool = False) -> ExperimentSpec:
     _check_keys(data, _TOP_KEYS)
+    if quick:
+        data = _quick_sizes(data)
+    margin, deviations, reference_source = _report(data)
     name = _require(data, "name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise _fail("name", f"must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
@@ -259,6 +326,10 @@ def parse_experiment(data: Mapping[str, Any], *, base_dir: Path, source: str = "
         telemetry_steps=steps,
         conditions=conditions,
         source=source,
+        quick=quick,
+        equivalence_margin=margin,
+        deviations=deviations,
+        reference_source=reference_source,
     )
 
 
@@ -297,7 +368,7 @@ def _conditions(value: Any, base_dir: Path, env_id: str, learners: int, env_kwar
     for i, entry in enumerate(value):
         path = f"conditions[{i}]"
         entry = _table(entry, path)
-        _check_keys(entry, ("name", "kind", "plan", "settings"), path)
+        _check_keys(entry, ("name", "kind", "plan", "settings", "reference"), path)
         name = _require(entry, "name", path)
         if not isinstance(name, str) or not _NAME.match(name):
             raise _fail(f"{path}.name", f"must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
@@ -341,7 +412,12 @@ def _conditions(value: Any, base_dir: Path, env_id: str, learners: int, env_kwar
             check_asl(plan, actions)
         except AslError as err:
             raise _fail(f"{path}.plan", str(err)) from None
-        conditions.append(Condition(name, kind, str(plan), dict(settings)))
+        reference = _table(entry.get("reference", {}), f"{path}.reference")
+        _check_keys(reference, REFERENCE_MEASURES, f"{path}.reference")
+        for key, number in reference.items():
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise _fail(f"{path}.reference.{key}", f"must be a number (steps per trial), got {number!r}")
+        conditions.append(Condition(name, kind, str(plan), dict(settings), {k: float(v) for k, v in reference.items()}))
     return conditions
 
 

@@ -9,6 +9,8 @@
   sign test that only counts the pairs whose order is known (`paired_censored`), never averaged
   or fed to a t-test.
 - Intervals of a bounded metric (a success rate) are clipped to its range.
+- "No difference" is never read as "the same": sameness is claimed only by an equivalence
+  test (paired TOST, `paired_equivalence`) against a margin declared before the results.
 
 The tests and distributions come from scipy.stats; only Holm's step-down (a few lines) is ours.
 """
@@ -112,3 +114,18 @@ def censored_median(times: Sequence[Optional[float]], budget: float) -> Optional
     survival = stats.ecdf(stats.CensoredData(uncensored=observed, right=censored)).sf
     below = [t for t, s in zip(survival.quantiles, survival.probabilities) if s <= 0.5]
     return float(below[0]) if below else None
+
+
+def paired_equivalence(a: Sequence[float], b: Sequence[float], margin: float) -> Optional[float]:
+    """Paired TOST: the p-value for "the per-seed difference a - b lies within (-margin,
+    +margin)", the larger of the two one-sided t-tests' (scipy.stats.ttest_1samp). Small p:
+    equivalence shown. None below two pairs or when every pair differs alike (no variance: the
+    test has nothing to say, and a constant difference is no evidence of a population's)."""
+    if margin <= 0:
+        raise ValueError(f"an equivalence margin must be > 0, got {margin}")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(diff) < 2 or np.all(diff == diff[0]):
+        return None
+    above = stats.ttest_1samp(diff, -margin, alternative="greater").pvalue
+    below = stats.ttest_1samp(diff, margin, alternative="less").pvalue
+    return float(max(above, below))
