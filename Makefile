@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-runtime test proto demo bench experiments clean
+.PHONY: install install-runtime test proto demo bench experiments experiments-quick clean
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 
@@ -45,10 +45,22 @@ bench: install
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Every shipped coordination experiment, in full; results land in docs/results/.
+# Every shipped coordination experiment, in full, with the code of this checkout: each runs in
+# build/experiments/NAME (cells, run log, telemetry store; rerun to resume), then its reports
+# (results.csv, summary.md, summary.json, plots) replace docs/results/NAME. Each summary names
+# the commit that produced it. `make experiments-quick`: the same in minutes (--quick), a check
+# of direction only, into build/experiments-quick/ (docs/results/ untouched).
+EXPERIMENTS := frozenlake8x8_sharing pursuit_joint tan_scout tan_sharing tan_joint
+REPORTS := results.csv summary.md summary.json *.png
+
 experiments: install
-	$(PY) -m agents experiment experiments/frozenlake8x8_sharing.toml --out docs/results/frozenlake8x8_sharing
-	$(PY) -m agents experiment experiments/pursuit_joint.toml --out docs/results/pursuit_joint
-	$(PY) -m agents experiment experiments/tan_scout.toml --out docs/results/tan_scout
-	$(PY) -m agents experiment experiments/tan_sharing.toml --out docs/results/tan_sharing
-	$(PY) -m agents experiment experiments/tan_joint.toml --out docs/results/tan_joint
+	@for name in $(EXPERIMENTS); do \
+	  $(PY) -m agents experiment experiments/$$name.toml --out build/experiments/$$name || exit 1; \
+	  rm -rf docs/results/$$name && mkdir -p docs/results/$$name && \
+	  (cd build/experiments/$$name && cp $(REPORTS) ../../../docs/results/$$name/) || exit 1; \
+	done
+
+experiments-quick: install
+	@for name in $(EXPERIMENTS); do \
+	  $(PY) -m agents experiment experiments/$$name.toml --quick --out build/experiments-quick/$$name || exit 1; \
+	done

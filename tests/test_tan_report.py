@@ -17,7 +17,7 @@ from agents.experiment.tan_report import tan_summary, write_tan_reports
 from envs.multiagent import TAN_ENV_ID
 
 REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = sorted((REPO / "experiments").glob("tan_*.toml"))
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.toml"))
 
 
 def spec_data(**extra) -> dict:
@@ -56,14 +56,15 @@ def test_paired_tost_against_known_values():
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-def test_every_tan_experiment_has_a_quick_mode_of_the_same_conditions(path: Path):
+def test_every_shipped_experiment_has_a_quick_mode_of_the_same_conditions(path: Path):
     full, quick = load_experiment(path), load_experiment(path, quick=True)
     assert quick.quick and not full.quick
     assert [c.name for c in quick.conditions] == [c.name for c in full.conditions]
     assert len(quick.seeds) < len(full.seeds) and quick.episodes < full.episodes
     assert quick.final_eval_episodes <= full.final_eval_episodes
     assert quick.digest() != full.digest()          # their cells never mix in one folder
-    assert full.deviations                           # every Tan file states how it departs from the paper
+    if path.stem.startswith("tan_"):
+        assert full.deviations                       # every Tan file states how it departs from the paper
 
 
 def test_quick_needs_its_table_and_reporting_keys_do_not_change_the_cells():

@@ -33,9 +33,9 @@ from agents.config import AgentConfig, TelemetryConfig
 from agents.container import agent_jid
 from agents.coordination.agent import CoordinatingAgent
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
-from agents.provenance import code_commit
 from agents.experiment.spec import Condition, ExperimentSpec
 from agents.experiment.tan_metrics import trial_metrics
+from agents.provenance import code_commit
 from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
 from agents.qlearning import Hyperparameters
 from agents.records import RecordBuffer, RecordChunk

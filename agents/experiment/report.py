@@ -30,6 +30,7 @@ import numpy as np
 
 from agents.experiment.spec import ExperimentSpec
 from agents.experiment.stats import Interval, censored_median, holm, mean_interval, paired_censored, paired_difference
+from agents.provenance import code_commit
 
 #: Below this many seeds per condition, a summary warns that it can show little.
 FEW_SEEDS = 5
@@ -176,6 +177,10 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
     lines = [f"# Experiment `{spec.name}`", ""]
     if spec.question:
         lines += [spec.question, ""]
+    lines += [f"Written by commit {code_commit()}; cells run by {', '.join(_cell_commits(cells))}.", ""]
+    if spec.quick:
+        lines += ["**Caution.** Quick mode (the file's [quick] sizes): a check of direction with few seeds and episodes, "
+                  "not a result.", ""]
     lines += [
         f"- Environment: `{spec.env_id}` {json.dumps(spec.env_kwargs)}; {spec.learners} agents per cell; budget {budget:,} episodes per agent.",
         f"- Seeds: {', '.join(map(str, spec.seeds))} ({len(spec.seeds)} per condition). Hyperparameters: {json.dumps(spec.hyperparameters)}.",
@@ -302,7 +307,13 @@ def summary_json(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[
         else:
             entry["difference"] = c["difference"].as_dict()
         declared.append(entry)
-    return {"experiment": spec.name, "budget": spec.episodes, "conditions": conditions, "comparisons": declared}
+    return {"experiment": spec.name, "commit": code_commit(), "cell_commits": _cell_commits(cells), "quick": spec.quick,
+            "budget": spec.episodes, "conditions": conditions, "comparisons": declared}
+
+
+def _cell_commits(cells: Sequence[dict[str, Any]]) -> list[str]:
+    """The commits of the code that ran the cells ("unknown" for cells from before they were recorded)."""
+    return sorted({c.get("commit", "unknown") for c in cells})
 
 
 # ------------------------------------------------------------------------ curves
