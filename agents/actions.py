@@ -67,7 +67,7 @@ import agentspeak
 from agentspeak import GoalType, Literal, Trigger
 from agentspeak.runtime import Intention
 
-from agents.evaluation import evaluate_greedy
+from agents.evaluation import evaluate_greedy, greedy_success_probability
 from agents.qlearning import QLearner
 from agents.reasoning import PlanError
 from agents.records import EpisodeRecord, RecordBuffer
@@ -555,6 +555,17 @@ class LearningActions:
         self.greedy_success_rate = result.success_rate
         self.greedy_return = result.mean_return
         self.evaluated_at_steps = self.total_steps
+
+    def exact_greedy_success(self) -> Optional[float]:
+        """The greedy policy's exact probability of success within the step limit, where the
+        environment publishes its transition model (FrozenLake, CliffWalking, Taxi); None
+        elsewhere. No sampling noise: what experiments score learning by where they can."""
+        if self._eval_env is None:
+            self._eval_env = self._make_eval_env()
+        try:
+            return greedy_success_probability(self.learner, self._eval_env, max_steps=self.step_limit)
+        except ValueError:
+            return None
 
     def save_policy(self, path: str) -> Path:
         metadata = {"env": self.env.env_id, "agent": self.agent_id, "run_id": self.run_id, "episodes": self.episodes_done}

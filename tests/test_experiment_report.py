@@ -31,6 +31,16 @@ def test_episodes_to_threshold_from_greedy_evaluations(tmp_path):
     assert episodes_to_threshold(spec(tmp_path), [], points[:1]) is None
 
 
+def test_exact_success_counts_from_where_it_stays_above_the_threshold(tmp_path):
+    # threshold 0.7 (the spec's); exact success crosses it, dips below, then stays above from 75 on
+    points = [EvaluationPoint(25, 900, 0.9, 0.9, 0.8), EvaluationPoint(50, 2000, 0.9, 0.9, 0.4),
+              EvaluationPoint(75, 3000, 0.9, 0.9, 0.7), EvaluationPoint(100, 4000, 0.2, 0.2, 0.8)]
+    assert episodes_to_threshold(spec(tmp_path), [], points) == 75     # the sampled rates are ignored
+    assert episodes_to_threshold(spec(tmp_path), [], points[:2]) is None  # below at the end: not reached
+    mixed = points[:1] + [EvaluationPoint(50, 2000, 0.6, 0.6)]             # not all exact: sampled rule
+    assert episodes_to_threshold(spec(tmp_path), [], mixed) == 25
+
+
 def test_episodes_to_threshold_from_a_training_window(tmp_path):
     window_spec = spec(tmp_path, "training_window")  # window 4, threshold 0.7: 3 of the last 4
     assert episodes_to_threshold(window_spec, [0, 0, 1, 1, 0, 1, 1, 1], []) == 6  # episodes 3-6: 1, 1, 0, 1

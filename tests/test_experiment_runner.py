@@ -90,8 +90,18 @@ def test_runner_writes_results_that_agree_with_each_other_and_with_telemetry(tmp
         assert f"| {condition} |" in summary
     assert "Holm-corrected together" in summary and "Telemetry check: the daemon's store" in summary
     declared = json.loads((out / "summary.json").read_text())["comparisons"]
+    # FrozenLake publishes its transition model: success is scored exactly, and its area is declared too.
     assert [(c["condition"], c["measure"]) for c in declared] == [
-        ("policy", "speed"), ("policy", "success"), ("experience", "speed"), ("experience", "success")]
+        ("policy", "speed"), ("policy", "success"), ("policy", "success_auc"),
+        ("experience", "speed"), ("experience", "success"), ("experience", "success_auc")]
+    assert "exact success probability" in summary
+    for cell in cells.values():
+        for agent in cell["agents"]:
+            exact = [point[4] for point in agent["evaluations"]]
+            assert agent["scoring"] == "exact" and len(exact) == 3   # every 20 of 60 episodes
+            assert all(value in (0.0, 1.0) for value in exact)       # a deterministic lake: 0 or 1
+            assert agent["final_greedy_success"] == exact[-1]
+            assert agent["success_auc"] == pytest.approx(sum(exact) / 3)
 
     store = TelemetryStore(out / "telemetry.db", create=False)
     try:

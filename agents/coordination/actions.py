@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import agentspeak
 import numpy as np
@@ -46,12 +46,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvaluationPoint:
-    """One `.evaluate_progress` result: after `episodes` episodes and `steps` steps."""
+    """One `.evaluate_progress` result: after `episodes` episodes and `steps` steps, the sampled
+    greedy success rate and return, and the exact success probability where the environment
+    publishes its transition model (else None)."""
 
     episodes: int
     steps: int
     success_rate: float
     mean_return: float
+    exact_success: Optional[float] = None
 
 
 class CoordinationActions:
@@ -160,7 +163,8 @@ class CoordinationActions:
         learning = self.agent.learning
         learning.evaluate(episodes)
         self.evaluations.append(
-            EvaluationPoint(learning.episodes_done, learning.total_steps, learning.greedy_success_rate, learning.greedy_return)
+            EvaluationPoint(learning.episodes_done, learning.total_steps, learning.greedy_success_rate, learning.greedy_return,
+                            learning.exact_greedy_success())
         )
         learning.beliefs.set("greedy_success_rate", learning.greedy_success_rate)
         learning.beliefs.set("greedy_return", learning.greedy_return)

@@ -97,12 +97,23 @@ class CurveSink:
 def episodes_to_threshold(spec: ExperimentSpec, successes: Sequence[bool], evaluations: Sequence[Any]) -> Optional[int]:
     """Episodes an agent needed to reach the threshold, None if it never did within the budget.
 
-    greedy_evaluation: the episode count of the first greedy evaluation at or above it;
+    greedy_evaluation: where every evaluation has the exact success probability (the
+    environment publishes its transition model), the episode count of the first evaluation from
+    which it stays at or above the threshold to the end; otherwise the first sampled greedy
+    evaluation at or above it (sampling noise can cross a threshold once by chance);
     training_window: the first episode at which the last `window` training episodes' success
     rate is at or above it.
     """
     threshold = spec.threshold
     if threshold.measure == "greedy_evaluation":
+        if evaluations and all(point.exact_success is not None for point in evaluations):
+            reached = None
+            for point in evaluations:
+                if point.exact_success >= threshold.value - 1e-12:
+                    reached = point.episodes if reached is None else reached
+                else:
+                    reached = None
+            return reached
         return next((point.episodes for point in evaluations if point.success_rate >= threshold.value - 1e-12), None)
     window = threshold.window
     if len(successes) < window:
@@ -385,13 +396,20 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
         totals = agent.ledger.totals()
         evaluations = agent.coordination.evaluations
         successes = sink.successes[agent.agent_id]
+        exact = [p.exact_success for p in evaluations]
+        scored_exactly = bool(exact) and all(e is not None for e in exact) and not condition.hunting
         rows.append(
             {
                 "agent_id": agent.agent_id,
                 "episodes": result.episodes,
                 "steps": result.steps,
                 "episodes_to_threshold": episodes_to_threshold(spec, successes, evaluations),
-                "final_greedy_success": final_capture if condition.hunting else result.greedy_success_rate,
+                # exact where the environment allows: the last evaluation's success probability
+                "final_greedy_success": (exact[-1] if scored_exactly else
+                                         final_capture if condition.hunting else result.greedy_success_rate),
+                "scoring": "exact" if scored_exactly else "sampled",
+                # the area under the exact success curve, as a fraction of its maximum (1.0)
+                "success_auc": float(np.mean(exact)) if scored_exactly else None,
                 "final_greedy_return": final_capture if condition.hunting else result.greedy_mean_return,
                 "messages_sent": totals.sent,
                 "bytes_sent": totals.sent_bytes,
@@ -404,7 +422,7 @@ async def run_cell(task: CellTask, say: Callable[[str], None] = logger.info) -> 
                 # Tan's agents play test trials after the budget: the curves are the training trials'.
                 "returns": sink.returns[agent.agent_id][: spec.episodes],
                 "successes": [int(s) for s in successes][: spec.episodes],
-                "evaluations": [[p.episodes, p.steps, p.success_rate, p.mean_return] for p in evaluations],
+                "evaluations": [[p.episodes, p.steps, p.success_rate, p.mean_return, p.exact_success] for p in evaluations],
             }
         )
     world_row = None

@@ -38,7 +38,7 @@ FEW_SEEDS = 5
 CSV_COLUMNS = (
     "experiment", "condition", "kind", "seed", "agent_id", "run_id", "episodes", "episodes_to_threshold",
     "reached_threshold", "total_env_steps", "final_greedy_success", "final_greedy_return", "messages_sent",
-    "bytes_sent", "messages_received", "bytes_received", "cell_elapsed_s",
+    "bytes_sent", "messages_received", "bytes_received", "cell_elapsed_s", "scoring", "success_auc",
 )
 
 
@@ -76,6 +76,8 @@ def csv_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "messages_received": agent["messages_received"],
                     "bytes_received": agent["bytes_received"],
                     "cell_elapsed_s": cell["elapsed_s"],
+                    "scoring": agent.get("scoring", "sampled"),
+                    "success_auc": _fmt(agent.get("success_auc")),
                 }
             )
     return rows
@@ -102,6 +104,11 @@ def _cell_value(cell: dict[str, Any], metric: str) -> float:
     """The mean of a cell's agents (NaN when not measured)."""
     values = [float("nan") if a[metric] is None else float(a[metric]) for a in cell["agents"]]
     return float(np.mean(values))
+
+
+def exact_scoring(cells: Sequence[dict[str, Any]]) -> bool:
+    """Whether every agent was scored by the exact greedy success probability."""
+    return bool(cells) and all(a.get("scoring") == "exact" for c in cells for a in c["agents"])
 
 
 def _cell_passage(cell: dict[str, Any]) -> Optional[float]:
@@ -174,6 +181,11 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
         else f"the first episode at which the last {threshold.window} training episodes' success rate is at least {threshold.value:g}"
     )
     source = "the environment's registered reward_threshold" if threshold.source == "registered" else "set in the experiment file"
+    exact = exact_scoring(cells)
+    if exact:
+        measure = (f"the first greedy evaluation (every {threshold.eval_every} episodes) from which the greedy policy's "
+                   f"exact success probability (computed from the environment's transition model, no sampling noise) "
+                   f"stays at or above {threshold.value:g} to the end of the budget")
     lines = [f"# Experiment `{spec.name}`", ""]
     if spec.question:
         lines += [spec.question, ""]
@@ -188,9 +200,13 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
         "its agents have; a seed that did not within the budget is censored there, never averaged as if it had.",
         "- Each cell is a real container: SPADE agents on an embedded XMPP server, plans from `asl/`, telemetry to the daemon. "
         "The seed is the unit: means over seeds with 95% t intervals (success clipped to [0, 1]); a cell's success is the mean of its agents.",
+        *([f"- Success is exact: the greedy policy's success probability at the last evaluation; learning speed is also "
+           f"scored by the area under the exact success curve (the mean over the evaluations every "
+           f"{threshold.eval_every} episodes, 1.0 at most)."] if exact else []),
         "",
-        "| condition | kind | seeds | reached threshold | median episodes to threshold (Kaplan-Meier) | final greedy success | env steps per agent | messages sent per agent | bytes sent per agent |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| condition | kind | seeds | reached threshold | median episodes to threshold (Kaplan-Meier) | final greedy success | "
+        "area under the success curve | env steps per agent | messages sent per agent | bytes sent per agent |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, group in grouped.items():
         passages = [_cell_passage(c) for c in group]
@@ -199,6 +215,7 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
             f"| {name} | {group[0]['kind']} | {len(group)} | {sum(p is not None for p in passages)}/{len(group)} seeds "
             f"| {'not reached by half the seeds' if median is None else f'{median:,.0f}'} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'final_greedy_success') for c in group], (0.0, 1.0)), 3)} "
+            f"| {_interval_text(mean_interval([_cell_value(c, 'success_auc') for c in group], (0.0, 1.0)), 3) if exact else '-'} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'steps') for c in group], (0.0, math.inf)), 0)} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'messages_sent') for c in group], (0.0, math.inf)), 0)} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'bytes_sent') for c in group], (0.0, math.inf)), 0)} |"
@@ -230,12 +247,15 @@ def comparisons(spec: ExperimentSpec, grouped: dict[str, list[dict[str, Any]]]) 
         speed = paired_censored([_cell_passage(c) for c, _ in pairs], [_cell_passage(b) for _, b in pairs])
         out.append({"condition": name, "baseline": baseline, "measure": "speed", "seeds": len(pairs), "test": speed,
                     "p": speed.p})
-        success = [(_cell_value(c, "final_greedy_success"), _cell_value(b, "final_greedy_success")) for c, b in pairs]
-        success = [(x, y) for x, y in success if not (math.isnan(x) or math.isnan(y))]
-        if success:
-            difference, p = paired_difference([x for x, _ in success], [y for _, y in success], (-1.0, 1.0))
-            out.append({"condition": name, "baseline": baseline, "measure": "success", "seeds": len(success),
-                        "difference": difference, "p": p})
+        for measure, metric in (("success", "final_greedy_success"), ("success_auc", "success_auc")):
+            if metric == "success_auc" and not exact_scoring([c for pair in pairs for c in pair]):
+                continue
+            values = [(_cell_value(c, metric), _cell_value(b, metric)) for c, b in pairs]
+            values = [(x, y) for x, y in values if not (math.isnan(x) or math.isnan(y))]
+            if values:
+                difference, p = paired_difference([x for x, _ in values], [y for _, y in values], (-1.0, 1.0))
+                out.append({"condition": name, "baseline": baseline, "measure": measure, "seeds": len(values),
+                            "difference": difference, "p": p})
     for comparison, adjusted in zip(out, holm([c["p"] for c in out])):
         comparison["p_holm"] = adjusted
     return out
@@ -247,7 +267,8 @@ def comparison_sentences(spec: ExperimentSpec, grouped: dict[str, list[dict[str,
     if not declared:
         return ["Only one condition has results: nothing to compare."]
     out = [f"Declared comparisons: every condition against {declared[0]['baseline']}, on speed to the threshold "
-           f"(paired sign test over the seeds whose order is known) and on final greedy success (paired t-test); "
+           f"(paired sign test over the seeds whose order is known), on final greedy success and, where success is "
+           f"exact, on the area under the success curve (paired t-tests); "
            f"{len(declared)} p-values, Holm-corrected together.", ""]
     seeds = min(len(group) for group in grouped.values())
     if seeds < FEW_SEEDS:
@@ -280,7 +301,8 @@ def _speed_sentence(c: dict[str, Any], budget: int) -> str:
 def _success_sentence(c: dict[str, Any]) -> str:
     d: Interval = c["difference"]
     interval = "" if d.low is None else f" (95% interval {d.low:+.3f} to {d.high:+.3f})"
-    return (f"**Final greedy success ({c['condition']} vs {c['baseline']}):** a difference of {d.mean:+.3f} "
+    what = "Area under the success curve" if c["measure"] == "success_auc" else "Final greedy success"
+    return (f"**{what} ({c['condition']} vs {c['baseline']}):** a difference of {d.mean:+.3f} "
             f"per seed{interval} over {c['seeds']} paired seeds; {_verdict(c['p_holm'])}.")
 
 
@@ -296,6 +318,9 @@ def summary_json(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[
             "reached_threshold": sum(p is not None for p in passages),
             "median_episodes_to_threshold": censored_median(passages, spec.episodes),
             "final_greedy_success": mean_interval([_cell_value(c, "final_greedy_success") for c in group], (0.0, 1.0)).as_dict(),
+            "success_auc": (mean_interval([_cell_value(c, "success_auc") for c in group], (0.0, 1.0)).as_dict()
+                            if exact_scoring(group) else None),
+            "scoring": "exact" if exact_scoring(group) else "sampled",
             "bytes_sent_per_agent": mean_interval([_cell_value(c, "bytes_sent") for c in group], (0.0, math.inf)).as_dict(),
         }
     declared = []
@@ -344,7 +369,7 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
         x = (np.arange(per_seed.shape[1]) + 1) * width
         band(left, x, per_seed, name)
         if evaluations:
-            points = [np.array([np.mean([a["evaluations"][i][2] for a in cell["agents"]]) for i in range(min(len(a["evaluations"]) for a in cell["agents"]))]) for cell in group]
+            points = [np.array([np.mean([_success_point(a["evaluations"][i]) for a in cell["agents"]]) for i in range(min(len(a["evaluations"]) for a in cell["agents"]))]) for cell in group]
             length = min(len(p) for p in points)
             if length:
                 x_eval = np.array([p[0] for p in group[0]["agents"][0]["evaluations"][:length]])
@@ -356,7 +381,8 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
     if evaluations:
         right = axes[0][1]
         right.axhline(spec.threshold.value, color="grey", linestyle="--", linewidth=1, label=f"threshold {spec.threshold.value:g}")
-        right.set_title(f"greedy success ({spec.threshold.eval_episodes} episodes)")
+        right.set_title("greedy success (exact probability)" if exact_scoring(cells)
+                        else f"greedy success ({spec.threshold.eval_episodes} episodes)")
         right.set_xlabel("episodes")
         right.set_ylabel("success rate")
         right.legend()
@@ -366,6 +392,11 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
     figure.savefig(partial, format="png", dpi=110)
     plt.close(figure)
     partial.replace(path)
+
+
+def _success_point(point: Sequence[Any]) -> float:
+    """An evaluation's success: exact (its fifth entry) where measured, else the sampled rate."""
+    return point[4] if len(point) > 4 and point[4] is not None else point[2]
 
 
 def band(axis, x: np.ndarray, runs: np.ndarray, label: str, bounds: tuple[float, float] = (-np.inf, np.inf)) -> None:
