@@ -115,7 +115,10 @@ class TelemetryOutcome:
     spooled: int = 0
     connected: bool = False
     spool_folder: Optional[Path] = None
-    error: Optional[str] = None  # the session's fatal error (e.g. the daemon refused records)
+    error: Optional[str] = None  # the session's fatal error (e.g. the daemon refused the worker)
+    #: records the daemon refused (kept in the spool's rejected folder, never stored)
+    refused: int = 0
+    first_refusal: Optional[str] = None
 
     @property
     def pending_in_spool(self) -> int:
@@ -141,7 +144,7 @@ class ContainerRun:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.telemetry.error is None and not self.interrupted
+        return not self.failures and self.telemetry.error is None and not self.telemetry.refused and not self.interrupted
 
     def summary_rows(self) -> list[SummaryRow]:
         return [
@@ -245,6 +248,8 @@ class _Telemetry:
             connected=stats.connected,
             spool_folder=self.spool_folder,
             error=None if self.error is None else str(self.error),
+            refused=stats.refused,
+            first_refusal=str(self.session.refusals[0]) if self.session.refusals else None,
         )
 
 
@@ -499,8 +504,10 @@ async def run_agents(
 
 
 def exit_code(run: ContainerRun) -> int:
-    """1 when an agent or its telemetry failed, else 0 (interruptions: see run_process)."""
-    return EXIT_FAILED if run.failures or run.telemetry.error is not None else 0
+    """1 when an agent or its telemetry failed, or the daemon refused records (they are not in
+    the run), else 0 (interruptions: see run_process)."""
+    failed = run.failures or run.telemetry.error is not None or run.telemetry.refused
+    return EXIT_FAILED if failed else 0
 
 
 class _LogFormatter(logging.Formatter):

@@ -155,6 +155,9 @@ def describe_failures(run: "ContainerRun") -> list[str]:
     lines = [f"error: {o.error}" for o in run.failures]
     if run.telemetry.error is not None:
         lines.append(f"error: telemetry to {run.telemetry.target} failed: {run.telemetry.error}")
+    if run.telemetry.refused:
+        lines.append(f"error: the daemon at {run.telemetry.target} refused {run.telemetry.refused} record(s) of run "
+                     f"{run.run_id}, so the run lacks them: {run.telemetry.first_refusal}")
     return lines
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from agents.bdi_agent import ASL_DIR
 from agents.config import ContainerConfig, parse_container_config
-from agents.container import ContainerError, run_agents, with_overrides
+from agents.container import ContainerError, ContainerRun, TelemetryOutcome, exit_code, run_agents, with_overrides
 from agents.demo import stored_counts
-from agents.progress import SummaryRow, describe_telemetry, summary_table
+from agents.progress import SummaryRow, describe_failures, describe_telemetry, summary_table
 from agents.xmpp_server import free_port
 from telemetry.daemon import serve
 from telemetry.runs import RunStatus
@@ -327,3 +327,17 @@ def test_python_m_agents_lists_its_commands():
     done = subprocess.run([sys.executable, "-m", "agents", "--help"], cwd=PROJECT_ROOT, env=run_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "run" in done.stdout and "demo" in done.stdout
+
+
+def test_records_the_daemon_refused_fail_the_run_by_name() -> None:
+    """The daemon refusing records (kept in the spool's rejected folder) leaves the run without
+    them: the container must not exit 0 as if everything were stored."""
+    delivered = TelemetryOutcome(mode="grpc", target="127.0.0.1:50055", accepted=10, delivered=10)
+    refused = TelemetryOutcome(mode="grpc", target="127.0.0.1:50055", accepted=10, delivered=8, refused=2,
+                               first_refusal="the daemon refused a telemetry batch of run 'r' (step 3: reward ...)")
+    good = ContainerRun("r", [], delivered, "127.0.0.1:5222", True)
+    bad = ContainerRun("r", [], refused, "127.0.0.1:5222", True)
+    assert exit_code(good) == 0 and good.ok and describe_failures(good) == []
+    assert exit_code(bad) == 1 and not bad.ok
+    [line] = describe_failures(bad)
+    assert "refused 2 record(s) of run r" in line and "step 3" in line
