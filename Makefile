@@ -53,14 +53,14 @@ clean:
 EXPERIMENTS := frozenlake8x8_sharing pursuit_joint tan_scout tan_sharing tan_joint
 REPORTS := results.csv summary.md summary.json *.png
 
-experiments: install
+experiments: install-runtime
 	@for name in $(EXPERIMENTS); do \
 	  $(PY) -m agents experiment experiments/$$name.toml --out build/experiments/$$name || exit 1; \
 	  rm -rf docs/results/$$name && mkdir -p docs/results/$$name && \
 	  (cd build/experiments/$$name && cp $(REPORTS) ../../../docs/results/$$name/) || exit 1; \
 	done
 
-experiments-quick: install
+experiments-quick: install-runtime
 	@for name in $(EXPERIMENTS); do \
 	  $(PY) -m agents experiment experiments/$$name.toml --quick --out build/experiments-quick/$$name || exit 1; \
 	done
