@@ -205,8 +205,9 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
            f"{threshold.eval_every} episodes, 1.0 at most)."] if exact else []),
         "",
         "| condition | kind | seeds | reached threshold | median episodes to threshold (Kaplan-Meier) | final greedy success | "
-        "area under the success curve | env steps per agent | messages sent per agent | bytes sent per agent |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        + ("area under the success curve | " if exact else "")
+        + "env steps per agent | messages sent per agent | bytes sent per agent |",
+        "| --- | --- | --- | --- | --- | --- | " + ("--- | " if exact else "") + "--- | --- | --- |",
     ]
     for name, group in grouped.items():
         passages = [_cell_passage(c) for c in group]
@@ -215,8 +216,8 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
             f"| {name} | {group[0]['kind']} | {len(group)} | {sum(p is not None for p in passages)}/{len(group)} seeds "
             f"| {'not reached by half the seeds' if median is None else f'{median:,.0f}'} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'final_greedy_success') for c in group], (0.0, 1.0)), 3)} "
-            f"| {_interval_text(mean_interval([_cell_value(c, 'success_auc') for c in group], (0.0, 1.0)), 3) if exact else '-'} "
-            f"| {_interval_text(mean_interval([_cell_value(c, 'steps') for c in group], (0.0, math.inf)), 0)} "
+            + (f"| {_interval_text(mean_interval([_cell_value(c, 'success_auc') for c in group], (0.0, 1.0)), 3)} " if exact else "")
+            + f"| {_interval_text(mean_interval([_cell_value(c, 'steps') for c in group], (0.0, math.inf)), 0)} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'messages_sent') for c in group], (0.0, math.inf)), 0)} "
             f"| {_interval_text(mean_interval([_cell_value(c, 'bytes_sent') for c in group], (0.0, math.inf)), 0)} |"
         )
