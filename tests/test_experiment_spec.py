@@ -132,3 +132,21 @@ def test_censored_first_passages_are_compared_by_order_never_by_a_mean():
     assert paired_censored([None, None], [None, None]).p is None
     assert censored_median([10, 20, None, None], budget=100) == 20
     assert censored_median([10, None, None], budget=100) is None
+
+
+def test_the_digest_follows_the_plans_text_not_where_the_checkout_lives(tmp_path):
+    """Cells resume in a moved or second checkout of the same code, and never across a plan edit."""
+    plan_text = (PROJECT_ROOT / "asl" / "coord_independent.asl").read_text()
+    digests = []
+    for place in ("one", "two"):
+        folder = tmp_path / place
+        folder.mkdir()
+        (folder / "coord_mine.asl").write_text(plan_text)
+        data = copy.deepcopy(GOOD)
+        data["conditions"][0]["plan"] = "coord_mine.asl"
+        digests.append(parse_experiment(data, base_dir=folder).digest())
+    assert digests[0] == digests[1]
+    (tmp_path / "two" / "coord_mine.asl").write_text(plan_text + "\n// edited\n")
+    edited = copy.deepcopy(GOOD)
+    edited["conditions"][0]["plan"] = "coord_mine.asl"
+    assert parse_experiment(edited, base_dir=tmp_path / "two").digest() != digests[0]

@@ -180,10 +180,26 @@ class ExperimentSpec:
             data.pop(reporting)
         for condition in data["conditions"]:
             condition.pop("reference")
+            condition["plan"] = _portable_plan(condition["plan"])
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def cells(self) -> list[tuple[Condition, int]]:
         return [(condition, seed) for seed in self.seeds for condition in self.conditions]
+
+
+def _portable_plan(plan: str) -> str:
+    """A plan as the digest sees it: its path inside the checkout (so a moved or second
+    checkout resumes the same cells) and a hash of its text (so an edited plan does not)."""
+    path = Path(plan)
+    try:
+        shown = path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        shown = path.name
+    try:
+        text = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        text = "unreadable"
+    return f"{shown}@{text}"
 
 
 def load_experiment(path: str | Path, *, quick: bool = False) -> ExperimentSpec:
