@@ -1,6 +1,6 @@
 """Hunter actions: how a learner's plans act in a shared pursuit world over XMPP.
 
-The world lives in the environment agent (envs.multiagent.world_agent); a hunter's (or a
+The world lives in the environment agent (agents.coordination.world_agent); a hunter's (or a
 scout's) Gymnasium environment is a *view* of it (``MosaicPursuit-v0`` or ``MosaicTan-v0``)
 attached to this module's `HunterLink`.
 The ordinary learning actions (.rl_choose, .rl_learn, .rl_end_episode) work unchanged on the

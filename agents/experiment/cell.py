@@ -37,13 +37,13 @@ from agents.experiment.spec import Condition, ExperimentSpec
 from agents.experiment.tan_metrics import trial_metrics
 from agents.provenance import code_commit
 from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
+from agents.coordination.world_agent import PursuitHost, TanHost, WorldAgent
 from agents.qlearning import Hyperparameters
 from agents.records import RecordBuffer, RecordChunk
 from agents.telemetry_behaviour import DiscardSink, RecordSink, SessionSink, TelemetryBehaviour
 from agents.xmpp_server import start_xmpp_server
 from envs.multiagent import PursuitWorld, joint_state_index, sensation_index
 from envs.multiagent.tan import TanOptions, TanWorld
-from envs.multiagent.world_agent import PursuitHost, TanHost, WorldAgent
 from telemetry import TelemetryGrpcProxy
 
 logger = logging.getLogger(__name__)

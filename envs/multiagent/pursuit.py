@@ -23,7 +23,7 @@ resets continue the stream) draws the start cells and the prey's moves.
 Gymnasium environment, so the ordinary ``envs.make_env`` sizes a hunter's Q-table and validates
 its options. Standalone, its partner acts uniformly at random in a world of its own; a hunter
 agent taking part in a shared world attaches a *link* instead (``attach``), and the view then
-returns what the environment agent answered (``envs.multiagent.world_agent``).
+returns what the environment agent answered (``agents.coordination.world_agent``).
 """
 
 from __future__ import annotations

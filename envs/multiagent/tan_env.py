@@ -6,7 +6,7 @@ passive, mutual: what its state is made of) and ``role`` (hunter or scout; a sco
 its own sensation within ``scout_depth``, whatever the view). Standalone, the view moves the
 first mover of its role in a private world where everyone else acts at random and nobody
 reports; an agent taking part in a shared world attaches a *link* (``attach``) and the view
-returns what the environment agent answered (``envs.multiagent.world_agent``).
+returns what the environment agent answered (``agents.coordination.world_agent``).
 """
 
 from __future__ import annotations
