@@ -4,7 +4,7 @@ Plans drive Q-learning through these actions; they read the outcome as beliefs. 
 plan needs to decide (explore or exploit, stop, react to a goal or a hole) is a belief, and every
 belief is written synchronously into the interpreter's belief base by the action that changes it,
 so the very next plan step sees it (spade-bdi's `set_belief` is only applied on the next cycle,
-SPADE-NOTES pitfall 8). Numbers stay numbers.
+docs/spade-traps.md, trap 8). Numbers stay numbers.
 
 Actions (arguments are AgentSpeak terms; Mode is the atom `explore`, `greedy` or `epsilon`):
 

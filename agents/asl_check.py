@@ -2,7 +2,7 @@
 
 Why: with spade-bdi, a syntax error surfaces as an opaque "1 error and 0 warnings" exception, and
 a call to an action that does not exist is only a *warning* at load time; at run time it kills
-the agent's BDI behaviour while the agent still looks alive (SPADE-NOTES pitfall 4). A typo in a
+the agent's BDI behaviour while the agent still looks alive (docs/spade-traps.md, trap 4). A typo in a
 plan file must instead be a clear error naming the file and the line.
 
 Checked here, for the file and everything it includes:

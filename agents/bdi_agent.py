@@ -22,7 +22,7 @@ intention that caused it continues; `.rl_stop` ends every intention; when no int
 and nothing is queued the agent finishes on its own (`finish_when_idle`, for learners; pass
 False for an agent that waits for messages).
 
-Traps of spade / spade-bdi handled here (SPADE-NOTES): start() is bounded (pitfall 2), presence
+Traps of spade / spade-bdi handled here (docs/spade-traps.md): start() is bounded (trap 2), presence
 is set available in setup (3), a failing action ends the agent with a report instead of leaving
 it silently dead (4), beliefs are written synchronously as numbers (8), `.my_name` gives a
 string (9), and the reasoning cycle does not spin (7).
@@ -162,7 +162,7 @@ class LearningAgent(BDIAgent):
         self.learning.gate = as_gate(gate)
         asl = asl_path or config.asl
         # SPADE's container, created with the first agent, installs uvloop's event-loop policy
-        # process-wide (SPADE-NOTES pitfall 11), which breaks asyncio subprocesses elsewhere in
+        # process-wide (docs/spade-traps.md, trap 11), which breaks asyncio subprocesses elsewhere in
         # the process (uvloop's policy has no child watcher). The container keeps the running
         # loop either way; the process keeps its own policy.
         policy = asyncio.get_event_loop_policy()
@@ -206,7 +206,7 @@ class LearningAgent(BDIAgent):
         except agentspeak.AslError as err:  # e.g. an initial goal whose plans' contexts all fail
             raise AslError([AslProblem(path, 0, 0, str(err))]) from None
         # spade-bdi stores the JID object here, which `.my_name` hands to plans and `.print` cannot
-        # print (pitfall 9): plans get the JID as a string.
+        # print (trap 9): plans get the JID as a string.
         self.bdi_agent.name = str(self.jid)
         fuse_formula_instructions(self.bdi_agent)
         self.learning.bind(self.bdi_agent)
@@ -214,7 +214,7 @@ class LearningAgent(BDIAgent):
         self.resume_bdi()
 
     async def setup(self) -> None:
-        # Without this, pyjabber may route messages for this JID to a stale session (pitfall 3).
+        # Without this, pyjabber may route messages for this JID to a stale session (trap 3).
         self.presence.set_available()
 
     # ----------------------------------------------------------------- lifecycle

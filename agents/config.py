@@ -1,5 +1,5 @@
 """Run configuration: one honoured config object per agent, loaded from TOML, JSON, or the
-integration guide's worker JSON.
+worker JSON that `python -m agents.worker` reads (its keys: see `parse_worker_json`).
 
 Every key is checked: a wrong type, an out-of-range value or an unknown key (a typo must never be
 silently ignored) raises ``ConfigError`` whose message names the key path, the bad value and what
@@ -303,7 +303,7 @@ _WORKER_EXTRA_KEYS = (
 
 
 def parse_worker_json(text: str | bytes, *, base_dir: str | os.PathLike[str] | None = None) -> AgentConfig:
-    """Parse the integration guide's worker JSON (see the module docstring) into an AgentConfig."""
+    """Parse the worker JSON (see the module docstring) into an AgentConfig."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
         data = json.loads(text)

@@ -1,7 +1,7 @@
 """The agent container: N learning agents in one process, one event loop, one telemetry session.
 
 `run_agents(container)` is the one function that runs a list of agents; `python -m agents run
-CONFIG`, the integration guide's worker (`agents.worker`) and the demo (`agents.demo`) all go
+CONFIG`, the one-agent worker (`agents.worker`) and the demo (`agents.demo`) all go
 through it. It:
 
 - finds the XMPP server: the one at the configured host/port (`spade run`), or one it starts
@@ -292,7 +292,7 @@ async def _open_telemetry(
 def agent_jid(agent_id: str, host: str) -> str:
     """A fresh XMPP address for an agent: its agent_id and a random suffix. Never reused,
     because pyjabber routes messages for a JID that connected before to its stale session
-    (SPADE-NOTES pitfall 3), and an account left by an earlier run holds another password."""
+    (docs/spade-traps.md, trap 3), and an account left by an earlier run holds another password."""
     return f"{agent_id.lower()}.{secrets.token_hex(4)}@{host}"
 
 
@@ -526,7 +526,7 @@ class _LogFormatter(logging.Formatter):
 
 def run_process(main: Callable[[asyncio.Event], Awaitable[int]], *, log_level: str = "WARNING") -> int:
     """Run `main(stop)` with asyncio.run (not spade.run, which hides exceptions and exit codes:
-    SPADE-NOTES pitfall 5) and return the process exit code.
+    docs/spade-traps.md, trap 5) and return the process exit code.
 
     SIGINT/SIGTERM set `stop`: agents are stopped and telemetry flushed, and the exit code is
     128 + the signal (130 for Ctrl-C). A second signal exits at once.

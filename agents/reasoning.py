@@ -2,8 +2,8 @@
 
 spade-bdi's stock `BDIBehaviour` runs one interpreter instruction per event-loop turn (a
 message poll, a buffer check and `asyncio.sleep(0)` around every instruction) and polls at 100%
-of a core when nothing is runnable (SPADE-NOTES pitfall 7). An exception in an action kills it
-while the agent still looks alive (pitfall 4). `ReasoningBehaviour` replaces it:
+of a core when nothing is runnable (docs/spade-traps.md, trap 7). An exception in an action kills it
+while the agent still looks alive (trap 4). `ReasoningBehaviour` replaces it:
 
 - it runs instructions in batches of up to `time_slice` seconds between event-loop turns, so
   other behaviours and agents still run, but the interpreter is not taxed per instruction;

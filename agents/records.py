@@ -10,7 +10,7 @@ extends the wire message's repeated fields from them in C. Episodes, one per man
 
 `StepRecord` is the one-step view of a table row (`StepTable.records`), for whatever reads
 steps one at a time: JSON lines, tests. A record's fields are the keyword arguments of the
-telemetry session's `emit_step` / `emit_episode` (DESIGN.md), so it can be sent with
+telemetry session's `emit_step` / `emit_episode` (`telemetry.proxy.TelemetrySession`), so it can be sent with
 `session.emit_step(**record.emit_kwargs())`. Steps carry `episode_seed` (RunStep field 18): the
 seed the environment was reset with at the start of that episode (the run's seed for episode
 0; later episodes continue the seeded stream, so it is None there).

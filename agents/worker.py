@@ -1,4 +1,4 @@
-"""`python -m agents.worker`: one learning agent from the integration guide's JSON on stdin.
+"""`python -m agents.worker`: one learning agent from a JSON object on stdin.
 
     echo '{"run_id":"test_run","env_id":"FrozenLake-v1","agent_id":"test_agent","episodes":10,
            "extra":{"use_grpc_telemetry":true}}' | python -m agents.worker

@@ -16,10 +16,9 @@ import grpc
 import grpc.aio
 
 from telemetry import columns
-from telemetry.auth import bearer_metadata
+from telemetry.auth import PROTO_VERSION, bearer_metadata
 from telemetry.generated import trainer_pb2 as pb
 
-PROTO_VERSION = "MOSAIC/1.0"
 _SERVICE = "/gymgui.trainer.TrainerService/"
 #: What a FrozenLake 4x4 agent attaches to the first step of each episode (agents.actions).
 FROZEN_LAKE_HINT = json.dumps({"kind": "grid", "rows": 4, "cols": 4, "desc": ["SFFF", "FHFH", "FFFH", "HFFG"],

@@ -1,4 +1,5 @@
-"""Session tokens: issued by RegisterWorker, checked on every publish and control stream.
+"""Registration: the protocol version client and daemon speak (``PROTO_VERSION``), and the
+session tokens RegisterWorker issues and every publish and control stream carries.
 
 A token is 32 random bytes (URL-safe base64), issued per RegisterWorker call and valid
 for exactly the run it was issued for. The daemon stores only its SHA-256 in the
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 from telemetry.store import SessionRow
 
+#: The wire contract a client asks for and the daemon accepts in RegisterWorker.
+PROTO_VERSION = "MOSAIC/1.0"
 METADATA_KEY = "authorization"
 SCHEME = "bearer"
 

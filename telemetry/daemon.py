@@ -54,7 +54,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from telemetry.auth import Session, SessionTokens, bearer_token
+from telemetry.auth import PROTO_VERSION, Session, SessionTokens, bearer_token
 from telemetry import columns
 from telemetry.dashboard import DEFAULT_HOST as DASHBOARD_HOST
 from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
@@ -73,7 +73,6 @@ from telemetry.validate import Refusal
 
 log = logging.getLogger(__name__)
 
-PROTO_VERSION = "MOSAIC/1.0"
 DEFAULT_LISTEN = "127.0.0.1:50055"
 DEFAULT_DB = "telemetry.db"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

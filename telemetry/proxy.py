@@ -1,6 +1,6 @@
 """The async gRPC proxy every agent streams its telemetry through (client side of MOSAIC/1.0).
 
-Usage (the integration guide's public face)::
+Usage (the proxy's public face)::
 
     async with TelemetryGrpcProxy(target="127.0.0.1:50055").session(run_id="run-1") as tx:
         await tx.wait_until_allowed("agent-1")          # honours pause / credits / rate
@@ -54,6 +54,7 @@ import grpc
 import grpc.aio
 
 from telemetry import columns, validate
+from telemetry.auth import PROTO_VERSION, bearer_metadata
 from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
                               RecordOutOfRangeError, RecordsRejectedError, RunRefusedError, SessionClosedError,
                               TelemetryError, TlsHandshakeError, TlsRequiredError, TokenRefusedError)
@@ -62,7 +63,6 @@ from telemetry.generated import trainer_pb2, trainer_pb2_grpc
 from telemetry.spool import TelemetrySpool, default_spool_dir, read_frames
 from telemetry.store import record_values
 
-PROTO_VERSION = "MOSAIC/1.0"
 SCHEMA_ID = "mosaic.telemetry"
 SCHEMA_VERSION = 1
 _SERVICE = "/gymgui.trainer.TrainerService/"
@@ -155,7 +155,7 @@ def _as_json_text(value: Any, name: str) -> str:
 
 
 def _record_json(kind: str, msg: Any) -> str:
-    """One JSONL line with the proto's field names (the integration guide's fallback)."""
+    """One JSONL line with the proto's field names (the fallback when no daemon is used)."""
     out: dict[str, Any] = {"type": kind}
     for f in msg.DESCRIPTOR.fields:
         if f.name == "seq_id":
@@ -315,7 +315,7 @@ class _RunLink:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
+        return bearer_metadata(self.token or "")
 
     def describe(self) -> str:
         agents = ",".join(sorted(self.agents)) or "-"

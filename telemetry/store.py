@@ -12,7 +12,7 @@ Two halves with one job each:
   makes the per-run sequence numbers gap-free without locking, and coalescing is what makes
   ingest fast (one commit per many batches, ``executemany`` with one prepared statement).
 
-Record identity and order (the meaning DESIGN.md holds to):
+Record identity and order (what every reader and the wire contract rely on):
 
 * natural keys: step (run, agent, episode, step), episode (run, agent, episode), coordination
   message (run, agent, message_index). A record whose key is already stored is dropped.

@@ -17,7 +17,7 @@ from telemetry.store import TelemetryStore
 
 def step_kwargs(i: int, agent_id: str = "a", run_id: str = "run-1", per_episode: int = 100,
                 **extra: Any) -> dict[str, Any]:
-    """The DESIGN.md emit_step arguments of an agent's i-th step."""
+    """The emit_step keyword arguments of an agent's i-th step."""
     fields: dict[str, Any] = dict(
         run_id=run_id, episode_index=i // per_episode, step_index=i % per_episode,
         action_json=str(i % 4), observation_json=str(i % 16), reward=float(i % 7 == 0),
@@ -30,7 +30,7 @@ def step_kwargs(i: int, agent_id: str = "a", run_id: str = "run-1", per_episode:
 
 def episode_kwargs(e: int, agent_id: str = "a", run_id: str = "run-1",
                    steps: int = 100) -> dict[str, Any]:
-    """The DESIGN.md emit_episode arguments of an agent's e-th episode."""
+    """The emit_episode keyword arguments of an agent's e-th episode."""
     return dict(run_id=run_id, episode_index=e, total_reward=float(e % 3), steps=steps,
                 terminated=True, truncated=False, metadata={"epsilon": 0.5}, agent_id=agent_id,
                 timestamp_ns=1_700_000_000_000_000_000 + e)

@@ -3,7 +3,7 @@
 Started inside the session's event loop (pytest-asyncio runs every test and fixture in one
 session-scoped loop here), so agents started by tests connect to it with
 `port=xmpp_server.client_port` and JIDs `name@localhost`. Give each agent a JID of its own
-(`unique_jid`): pyjabber keeps stale sessions of a JID that disconnected (SPADE-NOTES pitfall 3).
+(`unique_jid`): pyjabber keeps stale sessions of a JID that disconnected (docs/spade-traps.md, trap 3).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ def plain_agent(jid: str, port: int) -> Agent:
     """A stock SPADE agent (password "pw") for the server on localhost:`port`.
 
     The process keeps its event-loop policy: SPADE's first agent installs uvloop's
-    (SPADE-NOTES pitfall 11), which breaks asyncio subprocesses in later tests.
+    (docs/spade-traps.md, trap 11), which breaks asyncio subprocesses in later tests.
     """
     policy = asyncio.get_event_loop_policy()
     agent = Agent(jid, "pw", port=port)

@@ -63,7 +63,7 @@ async def test_two_agents_learn_frozenlake_and_records_match(xmpp_server, unique
     ]
     deepest = 0
 
-    async def watch_intention_stacks():  # pitfall 6: `!g` recursion grows one frame per episode
+    async def watch_intention_stacks():  # trap 6: `!g` recursion grows one frame per episode
         nonlocal deepest
         while True:
             for a in agents:

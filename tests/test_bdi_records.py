@@ -10,7 +10,7 @@ import pytest
 
 from agents.records import EpisodeRecord, RecordBuffer, StepRecord, chunk_of
 
-# The keyword arguments of emit_step / emit_episode in DESIGN.md (the proxy's public face).
+# The keyword arguments of emit_step / emit_episode (the proxy's public face).
 EMIT_STEP = {"run_id", "episode_index", "step_index", "action_json", "observation_json", "reward", "terminated",
              "truncated", "policy_label", "backend", "agent_id", "render_hint_json", "payload_version", "timestamp_ns"}
 EMIT_EPISODE = {"run_id", "episode_index", "total_reward", "steps", "terminated", "truncated", "metadata",

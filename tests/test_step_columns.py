@@ -68,7 +68,7 @@ async def test_columns_store_exactly_what_emit_step_stores(daemon, tmp_path: Pat
     one_by_one = stored_steps(daemon.store.path, "run-one-by-one")
     by_columns = stored_steps(daemon.store.path, "run-columns")
     assert [s.seq_id for s in by_columns] == list(range(1, 251))
-    # emit_step takes no episode_seed (DESIGN.md's signature); columns carry it.
+    # emit_step takes no episode_seed (its public signature); columns carry it.
     assert [s.episode_seed for s in by_columns] == [42] * 10 + [0] * 240
     assert [dict(comparable(s), episode_seed=0) for s in by_columns] == [comparable(s) for s in one_by_one]
     assert [s.render_hint_json for s in by_columns[:11]] == [HINT] + [""] * 9 + [HINT]

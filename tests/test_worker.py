@@ -1,4 +1,4 @@
-"""`python -m agents.worker` as the integration guide runs it: JSON on stdin, one agent, telemetry
+"""`python -m agents.worker` as a caller runs it: JSON on stdin, one agent, telemetry
 to a real daemon or JSON lines on stdout, its own embedded XMPP server when none answers, and
 exit code 2 with a clear message for bad input. Ports come from `extra`, so nothing here touches
 5222 or 50055."""

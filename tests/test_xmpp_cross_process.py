@@ -1,7 +1,7 @@
 """Agents in different processes reach each other through the embedded XMPP server.
 
 Agents in one process talk through SPADE's in-process dispatch and never touch the server
-(SPADE-NOTES pitfall 12), so only a second process shows that the server itself delivers, as
+(docs/spade-traps.md, trap 12), so only a second process shows that the server itself delivers, as
 it must for a container's embedded server and workers started as processes of their own.
 The session's shared server is used on purpose: the agent tests that run after this one show
 that a client from another process leaves it in working order.

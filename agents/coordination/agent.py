@@ -16,7 +16,7 @@ It adds to D's learning agent (agents.bdi_agent), without changing how learning 
 Coordination messages are handled as they are dispatched (decoded, accounted, stored, turned
 into beliefs, the reasoning woken), not through a behaviour's queue: one task hop less per
 message, which matters for the per-step messages of the pursuit world. Agents in one container
-reach each other through SPADE's in-process dispatch (SPADE-NOTES pitfall 12), agents in other
+reach each other through SPADE's in-process dispatch (docs/spade-traps.md, trap 12), agents in other
 processes through the XMPP server; both paths arrive here.
 """
 

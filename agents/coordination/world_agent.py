@@ -164,7 +164,7 @@ class WorldAgent(Agent):
         self.outbox = _Outbox()
 
     async def setup(self) -> None:
-        self.presence.set_available()  # SPADE-NOTES pitfall 3
+        self.presence.set_available()  # docs/spade-traps.md, trap 3
         self.add_behaviour(self.outbox)
 
     async def start(self, auto_register: bool = True) -> None:

@@ -5,8 +5,8 @@ state in module globals), opens a telemetry session to the daemon (if any) for t
 run, builds the condition's agents (CoordinatingAgents; for hunting conditions also the
 environment agent hosting the pursuit world), runs them to their budget, stops them, drains
 every record and message into the session, and returns what the cell measured. Agents of one
-cell share one process, so their messages go through SPADE's in-process dispatch (SPADE-NOTES
-pitfall 12); the XMPP server is still where they log in.
+cell share one process, so their messages go through SPADE's in-process dispatch
+(docs/spade-traps.md, trap 12); the XMPP server is still where they log in.
 
 Each cell's run_id is new (`<experiment>.<condition>.seed<k>.<random>`): a cell killed half way
 and run again leaves its partial telemetry under its own run id and never mixes it with the
