@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench import agent_speed, container_scaling, idle, ingest, latency, memory, readers, telemetry_cost
-from bench.context import Benchmark, BenchContext
+from bench.context import BenchContext, Benchmark
 from bench.machine import describe
 from bench.report import Figure, table, write_json
 

@@ -36,7 +36,7 @@ from agents.qlearning import QLearner
 from agents.records import RecordBuffer
 from agents.telemetry_behaviour import DiscardSink, TelemetryBehaviour
 from agents.training import build_env, train_plain_counted
-from bench.context import Benchmark, BenchContext, median, spread
+from bench.context import BenchContext, Benchmark, median, spread
 from bench.report import Figure
 
 ENV_ID = "FrozenLake-v1"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from bench.context import Benchmark, BenchContext, median
+from bench.context import BenchContext, Benchmark, median
 from bench.probe import Probe
 from bench.report import Figure
 

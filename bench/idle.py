@@ -5,7 +5,7 @@ agents log in to the run's XMPP server, play one episode and then wait with noth
 """
 from __future__ import annotations
 
-from bench.context import Benchmark, BenchContext, median, spread
+from bench.context import BenchContext, Benchmark, median, spread
 from bench.probe import run_probe
 from bench.report import Figure
 

@@ -15,7 +15,7 @@ import asyncio
 import time
 
 from bench import wire
-from bench.context import Benchmark, BenchContext, median, spread
+from bench.context import BenchContext, Benchmark, median, spread
 from bench.daemon_process import DaemonProcess
 from bench.report import Figure
 from bench.sqlite_baseline import raw_insert_rate

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from bench.context import Benchmark, BenchContext, median, percentile, spread
+from bench.context import BenchContext, Benchmark, median, percentile, spread
 from bench.daemon_process import PROJECT_ROOT, DaemonProcess
 from bench.report import Figure
 from telemetry import TelemetryGrpcProxy

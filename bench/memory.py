@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from bench import wire
-from bench.context import Benchmark, BenchContext
+from bench.context import BenchContext, Benchmark
 from bench.daemon_process import DaemonProcess
 from bench.report import Figure
 

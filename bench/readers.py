@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 
 from bench import wire
-from bench.context import Benchmark, BenchContext, median
+from bench.context import BenchContext, Benchmark, median
 from bench.daemon_process import DaemonProcess
 from bench.report import Figure
 from telemetry.generated import trainer_pb2 as pb

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bench.context import Benchmark, BenchContext, median, spread
+from bench.context import BenchContext, Benchmark, median, spread
 from bench.daemon_process import DaemonProcess
 from bench.probe import Probe
 from bench.report import Figure

@@ -36,8 +36,15 @@ from typing import Any
 
 from bench.context import BenchContext, median, spread
 from bench.daemon_process import DaemonProcess
-from bench.telemetry_cost import (HASH_SEED, cpu_rate, cross_process_window, in_process_windows, pair_ratios,
-                                  schedule_of, wall_rate)
+from bench.telemetry_cost import (
+    HASH_SEED,
+    cpu_rate,
+    cross_process_window,
+    in_process_windows,
+    pair_ratios,
+    schedule_of,
+    wall_rate,
+)
 
 
 async def _windows(ctx: BenchContext, args: argparse.Namespace) -> list[dict[str, Any]]:

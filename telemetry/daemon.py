@@ -54,20 +54,48 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from telemetry.auth import PROTO_VERSION, Session, SessionTokens, bearer_token
 from telemetry import columns
+from telemetry.auth import PROTO_VERSION, Session, SessionTokens, bearer_token
 from telemetry.dashboard import DEFAULT_HOST as DASHBOARD_HOST
 from telemetry.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from telemetry.dashboard import DashboardServer, DashboardStartError, start_dashboard
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
-from telemetry.hub import (DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES, RUNS_TOPIC, LiveHub, episodes_topic,
-                          messages_topic, steps_topic)
+from telemetry.hub import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_TOTAL_QUEUE_BYTES,
+    RUNS_TOPIC,
+    LiveHub,
+    episodes_topic,
+    messages_topic,
+    steps_topic,
+)
 from telemetry.readers import DEFAULT_MAX_READERS, ReaderBudget, TooManyReaders
-from telemetry.runs import (ControlOutbox, ControlRefused, ControlRelay, InvalidTransition, RunClosed, RunProtected,
-                            RunConflict, RunRegistry, RunState, RunStatus, UnknownRun, describe_control)
-from telemetry.store import (EpisodeRow, IngestResult, InvalidRecords, MessageRow, RunRow, StepRow, StoreError,
-                             StoreWriter, TelemetryStore)
+from telemetry.runs import (
+    ControlOutbox,
+    ControlRefused,
+    ControlRelay,
+    InvalidTransition,
+    RunClosed,
+    RunConflict,
+    RunProtected,
+    RunRegistry,
+    RunState,
+    RunStatus,
+    UnknownRun,
+    describe_control,
+)
+from telemetry.store import (
+    EpisodeRow,
+    IngestResult,
+    InvalidRecords,
+    MessageRow,
+    RunRow,
+    StepRow,
+    StoreError,
+    StoreWriter,
+    TelemetryStore,
+)
 from telemetry.undecodable import RefuseUndecodable
 from telemetry.validate import Refusal
 

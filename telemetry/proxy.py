@@ -55,9 +55,19 @@ import grpc.aio
 
 from telemetry import columns, validate
 from telemetry.auth import PROTO_VERSION, bearer_metadata
-from telemetry.errors import (MessageTooLargeError, NotADaemonError, ProtocolVersionError,
-                              RecordOutOfRangeError, RecordsRejectedError, RunRefusedError, SessionClosedError,
-                              TelemetryError, TlsHandshakeError, TlsRequiredError, TokenRefusedError)
+from telemetry.errors import (
+    MessageTooLargeError,
+    NotADaemonError,
+    ProtocolVersionError,
+    RecordOutOfRangeError,
+    RecordsRejectedError,
+    RunRefusedError,
+    SessionClosedError,
+    TelemetryError,
+    TlsHandshakeError,
+    TlsRequiredError,
+    TokenRefusedError,
+)
 from telemetry.flow import RunFlow
 from telemetry.generated import trainer_pb2, trainer_pb2_grpc
 from telemetry.spool import TelemetrySpool, default_spool_dir, read_frames

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telemetry.columns import ColumnsError, row_values as column_rows
+from telemetry.columns import ColumnsError
+from telemetry.columns import row_values as column_rows
 from telemetry.validate import REWARD_POSITION, Refusal, has_nan, screen
 
 log = logging.getLogger(__name__)

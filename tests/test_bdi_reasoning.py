@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import agentspeak
 import agentspeak.runtime
 import agentspeak.stdlib

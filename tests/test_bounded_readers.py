@@ -5,7 +5,6 @@ dashboard. A real daemon on a real port with a real SQLite file throughout."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiohttp
 import grpc

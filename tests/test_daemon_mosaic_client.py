@@ -70,8 +70,8 @@ CLIENT = textwrap.dedent('''
 
 @pytest.mark.timeout(120)
 async def test_client_generated_from_the_proto_alone(daemon, tmp_path: Path) -> None:
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     generated = tmp_path / "reference_client"
     generated.mkdir()

@@ -299,7 +299,7 @@ async def test_finish_commits_what_open_streams_buffered_first(start_daemon, mon
 async def test_finish_run_needs_a_producer_token_of_the_run(daemon) -> None:
     channel, stub = stub_for(daemon)
     async with channel:
-        mine = await register(stub, "mine")
+        await register(stub, "mine")   # the run, with its own producer
         other = await register(stub, "other")
         operator = await register(stub, "mine", worker_kind="operator")
         for auth in ((), (("authorization", "Bearer not-a-token"),), other):

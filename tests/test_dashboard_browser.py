@@ -13,8 +13,7 @@ import pytest
 from telemetry.export import export_run
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.proxy import TelemetryGrpcProxy
-from tests.fixtures_browser import (AgentPublisher, DashboardDaemon, TabularTrainer, coordination_message,
-                                    emit_through_proxy)
+from tests.fixtures_browser import AgentPublisher, DashboardDaemon, TabularTrainer, coordination_message, emit_through_proxy
 from tests.fixtures_daemon import stub_for
 
 pytestmark = pytest.mark.timeout(120)

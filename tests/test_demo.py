@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-
 import pytest
 
 from telemetry.store import TelemetryStore

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from agents.actions import LEARNER_BELIEFS
-from agents.bdi_agent import ASL_DIR, LearningAgent
 from agents.asl_check import find_unknown_beliefs
+from agents.bdi_agent import ASL_DIR, LearningAgent
 from agents.progress import SummaryRow, summary_table
 from tests.test_bdi_agent import config, plans, run
 

@@ -23,8 +23,7 @@ from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
 from telemetry.proxy import TelemetryGrpcProxy
 from tests.fixtures_daemon import PROJECT_ROOT, free_port, run_env, wait_until, without_extension
-from tests.fixtures_proxy import (Operator, episode_kwargs, step_count, step_kwargs,
-                                  stored_steps)
+from tests.fixtures_proxy import Operator, episode_kwargs, step_count, step_kwargs, stored_steps
 
 FAST_RECONNECT = dict(reconnect_max_backoff_s=0.3)
 

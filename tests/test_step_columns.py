@@ -15,9 +15,8 @@ from agents.records import StepRecord, chunk_of
 from telemetry import columns
 from telemetry.daemon import TrainerService, serve
 from telemetry.errors import MessageTooLargeError
-from telemetry.hub import episodes_topic, steps_topic
 from telemetry.generated import trainer_pb2 as pb
-from telemetry.generated import trainer_pb2_grpc
+from telemetry.hub import episodes_topic, steps_topic
 from telemetry.proxy import TelemetryGrpcProxy
 from tests.fixtures_daemon import free_port, register, stub_for, wait_until, without_extension
 from tests.fixtures_proxy import stored_steps
@@ -279,6 +278,7 @@ async def test_emit_episodes_stores_what_emit_episode_stores(daemon, tmp_path: P
 def test_the_compact_json_encoder_matches_json_dumps() -> None:
     import json
     import math
+
     from telemetry.proxy import _as_json_text
     for value in ({"a": [1, 2.5, None, True], "é": "ü\n"}, [math.nan, math.inf], 3, "text", {"nested": {"x": []}}):
         expected = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import envs.multiagent  # noqa: F401 - registers MosaicTan-v0
-from agents.coordination.ledger import COORDINATION, ENVIRONMENT, SENT, MessageLedger, channel_of
 from agents.coordination.learner import SharingQLearner
+from agents.coordination.ledger import COORDINATION, ENVIRONMENT, SENT, MessageLedger, channel_of
 from agents.coordination.stanza import StanzaSizer
 from agents.experiment import separate
 from agents.experiment.cell import CellTask
 from agents.experiment.spec import ExperimentError, parse_experiment
 from agents.experiment.stats import holm
-from agents.experiment.tan_report import tan_summary
 from agents.experiment.tan_metrics import blocks, crossover_trial, trial_metrics, window_mean
+from agents.experiment.tan_report import tan_summary
 from agents.qlearning import Hyperparameters
 from envs import make_env
 from envs.multiagent import TAN_ENV_ID

@@ -35,8 +35,8 @@ from agents.config import AgentConfig
 from agents.coordination import wire
 from agents.coordination.actions import CoordinationActions
 from agents.coordination.hunting import HunterActions, HunterLink
-from agents.coordination.ledger import RECEIVED, SENT, MessageLedger
 from agents.coordination.learner import SharingQLearner
+from agents.coordination.ledger import RECEIVED, SENT, MessageLedger
 from agents.coordination.stanza import StanzaSizer
 
 logger = logging.getLogger(__name__)

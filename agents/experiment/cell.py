@@ -32,12 +32,12 @@ from agents.bdi_agent import LearningAgent
 from agents.config import AgentConfig, TelemetryConfig
 from agents.container import agent_jid
 from agents.coordination.agent import CoordinatingAgent
+from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
 from agents.coordination.telemetry import MessageTelemetryBehaviour, drain_ledger
+from agents.coordination.world_agent import PursuitHost, TanHost, WorldAgent
 from agents.experiment.spec import Condition, ExperimentSpec
 from agents.experiment.tan_metrics import trial_metrics
 from agents.provenance import code_commit
-from agents.coordination.ledger import COORDINATION, ENVIRONMENT, MessageLedger, channel_of
-from agents.coordination.world_agent import PursuitHost, TanHost, WorldAgent
 from agents.qlearning import Hyperparameters
 from agents.records import RecordBuffer, RecordChunk
 from agents.telemetry_behaviour import DiscardSink, RecordSink, SessionSink, TelemetryBehaviour

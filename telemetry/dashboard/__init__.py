@@ -5,7 +5,6 @@
 files in ``static/`` shipped inside the package: no CDN, no JavaScript build step.
 """
 
-from telemetry.dashboard.server import (DEFAULT_HOST, DEFAULT_PORT, DashboardServer, DashboardStartError,
-                                        start_dashboard)
+from telemetry.dashboard.server import DEFAULT_HOST, DEFAULT_PORT, DashboardServer, DashboardStartError, start_dashboard
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DashboardServer", "DashboardStartError", "start_dashboard"]
