@@ -72,6 +72,7 @@ async def test_a_closed_gate_holds_the_agent_until_it_opens(xmpp_server, unique_
     assert len(steps) == result.steps
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_daemons_pause_and_credits_hold_both_kinds_of_agent_to_the_step(agents_xmpp, daemon, tmp_path):
     config = with_overrides(parse_container_config({

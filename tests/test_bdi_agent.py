@@ -241,6 +241,7 @@ async def test_a_plan_failure_is_reported_with_its_location(xmpp_server, unique_
     assert result.error.location == f"{asl}:3"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_an_idle_agent_does_not_spin(xmpp_server, unique_jid, tmp_path):
     asl = plans(tmp_path, "!go.\n+!go <- .rl_run_episode(epsilon).\n")
@@ -274,6 +275,7 @@ async def test_start_without_a_server_is_a_clear_error():
     await agent.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 async def test_start_against_a_silent_server_is_bounded():
     # Something accepts the connection but never speaks XMPP: without the bound, start() waits forever.

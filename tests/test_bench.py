@@ -37,6 +37,7 @@ REQUIRED = {
 KEYS = {"name", "value", "unit", "baseline_name", "baseline_value", "ratio", "notes"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quick_run_writes_every_figure_with_consistent_ratios(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

@@ -108,6 +108,7 @@ async def test_live_queues_are_bounded_in_bytes_each_and_together() -> None:
 
 # -- the daemon --------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_stalled_readers_are_bounded_and_later_read_everything_in_order(start_daemon) -> None:
     total_bytes = 256 * 1024

@@ -240,6 +240,7 @@ def test_cli_failing_action_exits_non_zero_naming_agent_and_action(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_task_that_ignores_cancellation_does_not_hang_the_finished_process(tmp_path):
     """asyncio.run waits for ever for a task that swallows its cancellation; run_process gives
     leftovers EXIT_GRACE_S, then exits with the container's code, naming them."""
@@ -268,6 +269,7 @@ def test_a_task_that_ignores_cancellation_does_not_hang_the_finished_process(tmp
     assert "did not end within" in done.stderr and "stubborn-task" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_cli_ctrl_c_stops_the_agents_flushes_telemetry_and_exits_130(daemon, tmp_path):
     config = write_config(

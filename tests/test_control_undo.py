@@ -23,6 +23,7 @@ def hold(daemon, run_id: str) -> str:
     return run_record(daemon.registry.get(run_id)).control_hold
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_grant_pause_and_cap_each_undone_and_shown_while_they_hold(agents_xmpp, daemon, tmp_path):
     config = with_overrides(parse_container_config({

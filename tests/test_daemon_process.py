@@ -112,6 +112,7 @@ def run_daemon_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_bad_start_up_input_is_one_clear_line(tmp_path) -> None:
     not_a_store = tmp_path / "notes.db"

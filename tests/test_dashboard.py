@@ -165,6 +165,7 @@ async def test_event_stream_resumes_after_last_event_id(dashboard_daemon: Dashbo
         await channel.close()
 
 
+@pytest.mark.slow
 async def test_a_stalled_viewer_neither_slows_ingest_nor_loses_episodes(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A viewer that stops reading: publishing completes regardless, the viewer's live

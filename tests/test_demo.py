@@ -16,6 +16,7 @@ from telemetry.store import TelemetryStore
 from tests.fixtures_daemon import PROJECT_ROOT, run_env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_the_demo_runs_three_agents_and_says_where_their_telemetry_is(tmp_path):
     runs = tmp_path / "runs"
@@ -52,6 +53,7 @@ def test_the_demo_runs_three_agents_and_says_where_their_telemetry_is(tmp_path):
     assert listed.returncode == 0 and run_id in listed.stdout and "TERM" in listed.stdout, listed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_by_default_the_demo_keeps_its_dashboard_up_until_ctrl_c(tmp_path):
     process = await asyncio.create_subprocess_exec(

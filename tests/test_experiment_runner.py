@@ -73,6 +73,7 @@ def run(path: Path, out: Path) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_runner_writes_results_that_agree_with_each_other_and_with_telemetry(tmp_path):
     path, out = experiment_file(tmp_path, seeds=2, jobs=2, experience=True), tmp_path / "out"
@@ -142,6 +143,7 @@ def test_runner_writes_results_that_agree_with_each_other_and_with_telemetry(tmp
         assert list(csv.DictReader(source)) == rows
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_killed_runner_resumes_without_redoing_finished_cells(tmp_path):
     path, out = experiment_file(tmp_path, seeds=1, jobs=1, experience=True), tmp_path / "out"

@@ -115,6 +115,7 @@ def run_cells(tasks: list[CellTask], out_dir: Path) -> list[dict]:
     return [json.loads(Path(path).read_text()) for path in paths]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_trained_hunters_capture_more_often_than_random_ones(tmp_path):
     spec = hunting_spec(tmp_path)
@@ -137,6 +138,7 @@ def test_trained_hunters_capture_more_often_than_random_ones(tmp_path):
         assert world["captures"] == sum(hunters[0]["successes"]) == sum(hunters[1]["successes"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_joint_hunters_tell_each_other_what_they_see(tmp_path):
     spec = hunting_spec(tmp_path, episodes=30)

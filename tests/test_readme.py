@@ -85,6 +85,7 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_every_readme_block_meant_to_run_runs_as_written(tmp_path):
     """In a fresh folder, with the virtualenv's commands first on PATH (as after `source

@@ -87,6 +87,7 @@ def _config(tmp_path, name: str, run_id: str, target: str, asl: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_cli_refuses_a_finished_run_with_exit_2_and_resumes_it_on_purpose(daemon_process, tmp_path):
     daemon = daemon_process().start()

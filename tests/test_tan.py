@@ -245,6 +245,7 @@ def coordination_sent(agent: dict) -> dict:
     return {k: n for k, n in agent["sent_by_kind"].items() if channel_of(k) == COORDINATION}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_each_condition_plan_changes_what_is_shared(tmp_path):
     scout = {"scouts": 1, "view": "scouted"}
@@ -314,6 +315,7 @@ def test_tan_conditions_are_checked_before_anything_runs(tmp_path):
     assert caught.value.key == "conditions[0].plan"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_movers_in_separate_processes_play_the_same_trials_over_the_server(tmp_path):
     # In one process the agents' messages never touch the XMPP server (SPADE's in-process

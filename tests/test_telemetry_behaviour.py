@@ -99,6 +99,7 @@ def test_json_lines_match_what_the_proxy_writes_for_the_same_record():
     assert episode_json(episode, "w") == json.loads(_record_json("episode", proto_episode))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_pause_from_the_daemon_stops_one_agents_steps_and_resume_continues_them(agents_xmpp, daemon, tmp_path):
     config = with_overrides(
