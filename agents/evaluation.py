@@ -39,10 +39,6 @@ class EvaluationResult:
     def episodes(self) -> int:
         return len(self.returns)
 
-    @property
-    def mean_length(self) -> float:
-        return float(np.mean(self.lengths)) if self.lengths else 0.0
-
 
 def evaluate_greedy(
     learner: QLearner, env: TabularEnv, episodes: int, seed: int | None, *, max_steps: int | None = None

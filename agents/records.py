@@ -306,10 +306,3 @@ class RecordBuffer:
             self._space.set()
         return chunk
 
-
-def chunk_of(records: list[Record]) -> RecordChunk:
-    """The chunk a buffer would drain after `records` (all of one agent) were added to it."""
-    buffer = RecordBuffer(max(1, len(records)))
-    for record in records:
-        buffer.add(record)
-    return buffer.drain()

@@ -51,7 +51,6 @@ COST_KEYS = ("count", "body_bytes", "stanza_bytes", "bits")
 CSV_COLUMNS = ["experiment", "condition", "seed", *MEASURES, *CENSORED.values(), "training_steps",
                "coordination_messages", "coordination_stanza_bytes", "environment_stanza_bytes", "elapsed_s",
                "commit"]
-FILES = ("results.csv", "summary.json", "summary.md", "steps_per_trial.png", "cost_benefit.png")
 
 
 def measure(spec: ExperimentSpec, cell: dict[str, Any], name: str) -> float:
@@ -398,7 +397,8 @@ def write_plots(spec: ExperimentSpec, summary: dict[str, Any], cells: Sequence[d
 
 
 def write_tan_reports(spec: ExperimentSpec, out_dir: Path) -> list[Path]:
-    """Write the Tan reports (``FILES``) from the finished cells in out_dir/cells; [] when none."""
+    """Write results.csv, summary.json, summary.md, steps_per_trial.png and cost_benefit.png from
+    the finished cells in out_dir/cells; [] when there are none."""
     cells = [c for c in load_cells(spec, out_dir) if c.get("tan")]
     if not cells:
         return []
