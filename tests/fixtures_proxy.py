@@ -1,5 +1,5 @@
 """Helpers for the proxy tests: record arguments, an operator that sends control events,
-and readers of what a daemon's store holds."""
+readers of what a daemon's store holds, and the chunk a record buffer drains."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from agents.records import Record, RecordBuffer, RecordChunk
 from telemetry.auth import bearer_metadata
 from telemetry.generated import trainer_pb2 as pb
 from telemetry.generated import trainer_pb2_grpc
@@ -96,3 +97,11 @@ class Operator:
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
         await self._channel.close()
+
+
+def chunk_of(records: list[Record]) -> RecordChunk:
+    """The chunk a buffer would drain after `records` (all of one agent) were added to it."""
+    buffer = RecordBuffer(max(1, len(records)))
+    for record in records:
+        buffer.add(record)
+    return buffer.drain()

@@ -8,7 +8,8 @@ import inspect
 
 import pytest
 
-from agents.records import EpisodeRecord, Record, RecordBuffer, RecordChunk, StepRecord
+from agents.records import EpisodeRecord, RecordBuffer, StepRecord
+from tests.fixtures_proxy import chunk_of
 
 # The keyword arguments of emit_step / emit_episode (the proxy's public face).
 EMIT_STEP = {"run_id", "episode_index", "step_index", "action_json", "observation_json", "reward", "terminated",
@@ -16,13 +17,6 @@ EMIT_STEP = {"run_id", "episode_index", "step_index", "action_json", "observatio
 EMIT_EPISODE = {"run_id", "episode_index", "total_reward", "steps", "terminated", "truncated", "metadata",
                 "agent_id", "timestamp_ns"}
 
-
-def chunk_of(records: list[Record]) -> RecordChunk:
-    """The chunk a buffer would drain after `records` (all of one agent) were added to it."""
-    buffer = RecordBuffer(max(1, len(records)))
-    for record in records:
-        buffer.add(record)
-    return buffer.drain()
 
 
 def step(i: int, episode_index: int = 0, hint: str | None = None, seed: int | None = 7) -> StepRecord:

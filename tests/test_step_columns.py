@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from agents.records import StepRecord, chunk_of
+from agents.records import StepRecord
 from telemetry import columns
 from telemetry.daemon import TrainerService, serve
 from telemetry.errors import MessageTooLargeError
@@ -19,7 +19,7 @@ from telemetry.generated import trainer_pb2 as pb
 from telemetry.hub import episodes_topic, steps_topic
 from telemetry.proxy import TelemetryGrpcProxy
 from tests.fixtures_daemon import free_port, register, stub_for, wait_until, without_extension
-from tests.fixtures_proxy import stored_steps
+from tests.fixtures_proxy import chunk_of, stored_steps
 
 HINT = '{"kind":"grid","rows":4,"cols":4}'
 
