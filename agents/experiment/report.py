@@ -189,7 +189,7 @@ def summary_markdown(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], stor
     lines = [f"# Experiment `{spec.name}`", ""]
     if spec.question:
         lines += [spec.question, ""]
-    lines += [f"Written by commit {code_commit()}; cells run by {', '.join(_cell_commits(cells))}.", ""]
+    lines += [f"Written by commit {code_commit()}; cells run by {', '.join(cell_commits(cells))}.", ""]
     if spec.quick:
         lines += ["**Caution.** Quick mode (the file's [quick] sizes): a check of direction with few seeds and episodes, "
                   "not a result.", ""]
@@ -333,11 +333,11 @@ def summary_json(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[
         else:
             entry["difference"] = c["difference"].as_dict()
         declared.append(entry)
-    return {"experiment": spec.name, "commit": code_commit(), "cell_commits": _cell_commits(cells), "quick": spec.quick,
+    return {"experiment": spec.name, "commit": code_commit(), "cell_commits": cell_commits(cells), "quick": spec.quick,
             "budget": spec.episodes, "conditions": conditions, "comparisons": declared}
 
 
-def _cell_commits(cells: Sequence[dict[str, Any]]) -> list[str]:
+def cell_commits(cells: Sequence[dict[str, Any]]) -> list[str]:
     """The commits of the code that ran the cells ("unknown" for cells from before they were recorded)."""
     return sorted({c.get("commit", "unknown") for c in cells})
 
@@ -389,9 +389,23 @@ def write_curves(spec: ExperimentSpec, cells: Sequence[dict[str, Any]], path: Pa
         right.legend()
     figure.suptitle(f"{spec.name}: mean over {len(spec.seeds)} seeds, band = 95% CI")
     figure.tight_layout()
+    save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write ``figure`` as a PNG at ``path`` atomically (a hidden file renamed) and close it."""
+    import matplotlib.pyplot as plt
+
     partial = path.with_name("." + path.name)
     figure.savefig(partial, format="png", dpi=110)
     plt.close(figure)
+    partial.replace(path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a partial file renamed into place: a reader never sees half a report."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
     partial.replace(path)
 
 
@@ -416,9 +430,6 @@ def write_reports(spec: ExperimentSpec, out_dir: Path, *, store_path: Optional[P
     write_csv(results, csv_rows(cells))
     machine = out_dir / "summary.json"
     machine.write_text(json.dumps(summary_json(spec, cells), indent=2) + "\n", encoding="utf-8")
-    text = summary_markdown(spec, cells, store_path)
-    partial = summary.with_name(summary.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(summary)
+    write_text_atomically(summary, summary_markdown(spec, cells, store_path))
     write_curves(spec, cells, curves)
     return [results, summary, machine, curves]

@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from agents.experiment.report import band, load_cells, write_csv
+from agents.experiment.report import band, cell_commits, load_cells, save_figure, write_csv, write_text_atomically
 from agents.experiment.spec import ExperimentSpec
 from agents.experiment.stats import holm, mean_interval, paired_difference, paired_equivalence
 from agents.experiment.tan_metrics import crossover_trial
@@ -188,7 +188,7 @@ def _caveats(spec: ExperimentSpec, conditions: dict[str, dict], cells: Sequence[
     if censored:
         caveats.append(f"{censored} trial(s) hit the cut-off and count as the cut-off: a mean that includes them is a "
                        "lower bound (the censored column says where).")
-    commits = sorted({c.get("commit", "unknown") for c in cells})
+    commits = cell_commits(cells)
     if any(commit.endswith("+changes") or commit == "unknown" for commit in commits):
         caveats.append(f"Some cells ran on code that was not a commit ({', '.join(commits)}).")
     return caveats
@@ -205,7 +205,7 @@ def tan_summary(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> dict[s
         "experiment": spec.name,
         "question": spec.question,
         "commit": code_commit(),
-        "cell_commits": sorted({c.get("commit", "unknown") for c in cells}),
+        "cell_commits": cell_commits(cells),
         "quick": spec.quick,
         "baseline": names[0],
         "training_trials": spec.episodes,
@@ -332,15 +332,6 @@ def csv_rows(spec: ExperimentSpec, cells: Sequence[dict[str, Any]]) -> list[dict
     return rows
 
 
-def _save(figure: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    partial = path.with_name("." + path.name)
-    figure.savefig(partial, format="png", dpi=110)
-    plt.close(figure)
-    partial.replace(path)
-
-
 def write_plots(spec: ExperimentSpec, summary: dict[str, Any], cells: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     """steps_per_trial.png (one panel per condition: each seed's block means, their mean and 95%
     band, the baseline's mean dashed) and cost_benefit.png."""
@@ -373,7 +364,7 @@ def write_plots(spec: ExperimentSpec, summary: dict[str, Any], cells: Sequence[d
     figure.suptitle(f"{spec.name}: steps per trial, {len(baseline['seeds'])} seeds (grey: one seed each)")
     figure.tight_layout()
     steps_path = out_dir / "steps_per_trial.png"
-    _save(figure, steps_path)
+    save_figure(figure, steps_path)
 
     figure, axis = plt.subplots(figsize=(6.5, 4.5))
     for name in names[1:]:
@@ -392,7 +383,7 @@ def write_plots(spec: ExperimentSpec, summary: dict[str, Any], cells: Sequence[d
     axis.set_title(f"{spec.name}: benefit against cost (mean, 95% CI over seeds)")
     figure.tight_layout()
     cost_path = out_dir / "cost_benefit.png"
-    _save(figure, cost_path)
+    save_figure(figure, cost_path)
     return [steps_path, cost_path]
 
 
@@ -407,7 +398,5 @@ def write_tan_reports(spec: ExperimentSpec, out_dir: Path) -> list[Path]:
     write_csv(results, csv_rows(spec, cells), CSV_COLUMNS)
     json_path, md_path = out_dir / "summary.json", out_dir / "summary.md"
     json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    partial = md_path.with_name(md_path.name + ".partial")
-    partial.write_text(summary_markdown(summary), encoding="utf-8")
-    partial.replace(md_path)
+    write_text_atomically(md_path, summary_markdown(summary))
     return [results, json_path, md_path, *write_plots(spec, summary, cells, out_dir)]
